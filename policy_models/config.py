@@ -1,0 +1,161 @@
+"""Simulator and reward settings: plain frozen dataclasses, constructor arguments = the config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from policy_models.profiles import TimingProfile, get_profile
+
+Mode = Literal["paper", "warm"]
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Reward on launching a task (DESIGN section 2, EAT paper eq. 4 and V-A4).
+
+    r = min(cap, w_t / (w_tt * A + exec_s + wait_s)) + w_q * quality - penalty * [quality < threshold]
+    where A is the mean waiting time of the visible queue after the launch. Waiting earns 0.
+    """
+
+    w_t: float = 250.0
+    w_tt: float = 1.0
+    w_q: float = 10.0
+    time_cap: float = 10.0
+    # Minimum acceptable quality (CLIP scale). The reference applies no penalty (penalty=0); the threshold
+    # still defines the lower bound on response time and the "below threshold" count.
+    quality_threshold: float = 0.25
+    penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated cluster and its workload."""
+
+    n_servers: int = 4
+    arrival_rate: float = 0.05
+    mode: Mode = "paper"
+    patch_choices: tuple[int, ...] = (1, 2, 4)
+    tasks_per_episode: int = 32
+    initial_tasks: int = 10
+    visible_queue: int = 10
+    time_limit_s: float = 1024.0
+    min_steps: int = 1
+    max_steps: int = 32
+    profile_name: str = "reference"
+    # None = event-driven decision epochs (an arrival, a gang finishing); a float = fixed tick (paper: 0.1).
+    tick_s: float | None = None
+    max_decisions: int = 1024
+    # warm mode: how many model types tasks ask for, and how many each server keeps resident.
+    n_models: int = 1
+    models_per_server: int = 1
+    # Per-server speed factors (1.0 = the profile's speed); None = all 1.0.
+    server_speeds: tuple[float, ...] | None = None
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ValueError("invalid SimConfig: " + "; ".join(problems))
+
+    def _problems(self) -> Iterator[str]:
+        if self.mode not in ("paper", "warm"):
+            yield f"mode must be 'paper' or 'warm', not {self.mode!r}"
+        if self.n_servers < 1:
+            yield "n_servers must be >= 1"
+        if self.arrival_rate <= 0:
+            yield "arrival_rate must be > 0"
+        if not self.patch_choices or max(self.patch_choices) > self.n_servers or min(self.patch_choices) < 1:
+            yield f"patch_choices {self.patch_choices} must lie in 1..n_servers={self.n_servers}"
+        missing = set(self.patch_choices) - set(get_profile(self.profile_name).patch_sizes)
+        if missing:
+            yield f"profile {self.profile_name!r} has no timings for gang sizes {sorted(missing)}"
+        if not 0 <= self.initial_tasks <= self.tasks_per_episode:
+            yield "initial_tasks must lie in 0..tasks_per_episode"
+        if self.visible_queue < 1:
+            yield "visible_queue must be >= 1"
+        if not 1 <= self.min_steps <= self.max_steps:
+            yield "need 1 <= min_steps <= max_steps"
+        if self.tick_s is not None and self.tick_s <= 0:
+            yield "tick_s must be > 0 or None"
+        if self.n_models < 1 or self.models_per_server < 1:
+            yield "n_models and models_per_server must be >= 1"
+        if self.mode == "paper" and self.models_per_server != 1:
+            yield "paper mode holds one model per server group (models_per_server=1)"
+        if self.server_speeds is not None and (
+            len(self.server_speeds) != self.n_servers or min(self.server_speeds) <= 0
+        ):
+            yield "server_speeds needs one positive factor per server"
+
+    @property
+    def profile(self) -> TimingProfile:
+        return get_profile(self.profile_name)
+
+    @property
+    def speeds(self) -> tuple[float, ...]:
+        return self.server_speeds or (1.0,) * self.n_servers
+
+    @property
+    def max_patches(self) -> int:
+        return max(self.patch_choices)
+
+    @property
+    def action_dim(self) -> int:
+        """execute flag, steps, one score per visible task."""
+        return 2 + self.visible_queue
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimConfig:
+        data = dict(data)
+        data["reward"] = RewardConfig(**data.get("reward", {}))
+        for key in ("patch_choices", "server_speeds"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+# The paper's Tables IX-XI: (servers, patch choices, arrival rates).
+PAPER_SETTINGS: tuple[tuple[int, tuple[int, ...], tuple[float, ...]], ...] = (
+    (4, (1, 2, 4), (0.01, 0.03, 0.05, 0.07, 0.09)),
+    (8, (1, 2, 4, 8), (0.06, 0.08, 0.10, 0.12, 0.14)),
+    (12, (1, 2, 4, 8), (0.11, 0.13, 0.15, 0.17, 0.19)),
+)
+
+
+def paper_configs(**overrides: Any) -> list[SimConfig]:
+    """The 15 settings of the paper's tables, in table order."""
+    return [
+        SimConfig(n_servers=n, patch_choices=patches, arrival_rate=rate, **overrides)
+        for n, patches, rates in PAPER_SETTINGS
+        for rate in rates
+    ]
+
+
+def paper_config(n_servers: int, arrival_rate: float, **overrides: Any) -> SimConfig:
+    """A paper-mode cluster; patch choices as in the paper's tables ({1,2,4} at N=4, else {1,2,4,8})."""
+    patches = (1, 2, 4) if n_servers == 4 else tuple(k for k in (1, 2, 4, 8) if k <= n_servers)
+    overrides.setdefault("patch_choices", patches)
+    return SimConfig(n_servers=n_servers, arrival_rate=arrival_rate, **overrides)
+
+
+def warm_config(n_servers: int = 8, arrival_rate: float = 0.1, **overrides: Any) -> SimConfig:
+    """A warm-mode cluster: 3 model types, 2 resident per server, servers of three speeds."""
+    speeds = tuple((1.0, 0.8, 1.25)[i % 3] for i in range(n_servers))
+    defaults: dict[str, Any] = dict(
+        mode="warm",
+        n_models=3,
+        models_per_server=2,
+        server_speeds=speeds,
+        patch_choices=tuple(k for k in (1, 2, 4, 8) if k <= n_servers),
+    )
+    defaults.update(overrides)
+    return SimConfig(n_servers=n_servers, arrival_rate=arrival_rate, **defaults)

@@ -1,0 +1,275 @@
+"""The observation: server tokens, task tokens and a few globals, normalised.
+
+Every producer of observations (single environment, batched simulator, live aggregator) fills a
+`RawView` of plain arrays and calls `encode`: the one place features are defined and scaled. Policies
+may read features back in seconds through `ObservationSpec` (heuristics do), networks take the tokens.
+All arrays carry a leading batch dimension B.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from policy_models.config import SimConfig
+from policy_models.profiles import TimingProfile
+
+OBS_SPEC_VERSION = 1
+MAX_MODELS = 8  # model ids 1..MAX_MODELS have a one-hot column
+TIME_SCALE_S = 100.0  # seconds are divided by this
+
+SERVER_FEATURES = (
+    "idle",  # 1 when the server can start a task now
+    "remaining",  # seconds until it finishes its task / TIME_SCALE_S (0 when idle)
+    "group_size",  # paper mode: size of the intact loaded group it belongs to / max patches (0 = none)
+    "in_idle_group",  # paper mode: 1 when it belongs to an intact group that is idle now
+    "speed",  # speed factor (1 = the timing profile's speed)
+    "resident_frac",  # models resident / slots per server
+) + tuple(f"model_{m}" for m in range(1, MAX_MODELS + 1))  # resident (warm) or loaded (paper) models
+
+TASK_FEATURES = (
+    "valid",  # 1 when this queue slot holds a task
+    "waiting",  # seconds since arrival / TIME_SCALE_S
+    "patches",  # servers it needs / max patches
+    "feasible",  # 1 when enough servers are idle to start it now
+    "reusable",  # 1 when it can start now without loading its model
+    "run_at_max",  # run time at the maximum steps on its gang size / TIME_SCALE_S
+    "init_now",  # init seconds if started now (0 or group setup when reusable, else a load) / TIME_SCALE_S
+) + tuple(f"model_{m}" for m in range(1, MAX_MODELS + 1))
+
+GLOBAL_FEATURES = (
+    "time",  # now / time limit
+    "idle_frac",  # idle servers / servers
+    "queue_len",  # waiting tasks / visible queue length (may exceed 1)
+    "arrived_frac",  # tasks arrived so far / tasks per episode
+    "launched_frac",  # tasks launched so far / tasks per episode
+)
+
+S_IDX = {name: i for i, name in enumerate(SERVER_FEATURES)}
+T_IDX = {name: i for i, name in enumerate(TASK_FEATURES)}
+G_IDX = {name: i for i, name in enumerate(GLOBAL_FEATURES)}
+MODEL_COL_S = S_IDX["model_1"]
+MODEL_COL_T = T_IDX["model_1"]
+
+Observation = dict[str, np.ndarray]  # {"servers": (B,N,Fs), "tasks": (B,Q,Ft), "globals": (B,G)}
+
+
+@dataclass
+class RawView:
+    """Unnormalised state at a decision epoch, batched. Filled by the simulators and the aggregator."""
+
+    now: np.ndarray  # (B,)
+    idle: np.ndarray  # (B,N) bool
+    remaining_s: np.ndarray  # (B,N)
+    group_size: np.ndarray  # (B,N) int, 0 = not in an intact group
+    speed: np.ndarray  # (B,N)
+    resident: np.ndarray  # (B,N,M) bool, column m-1 = model m is resident (loaded in its group in paper mode)
+    task_valid: np.ndarray  # (B,Q) bool
+    task_waiting_s: np.ndarray  # (B,Q)
+    task_patches: np.ndarray  # (B,Q) int (0 in empty slots)
+    task_model: np.ndarray  # (B,Q) int (0 in empty slots)
+    task_reusable: np.ndarray  # (B,Q) bool
+    n_waiting: np.ndarray  # (B,) int
+    n_arrived: np.ndarray  # (B,) int
+    n_launched: np.ndarray  # (B,) int
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """Shapes and scales of the observation for one cluster configuration."""
+
+    n_servers: int
+    visible_queue: int
+    max_patches: int
+    max_steps: int
+    models_per_server: int
+    tasks_per_episode: int
+    time_limit_s: float
+    warm: bool
+    step_s: np.ndarray  # (max_patches+1,) seconds per step by gang size
+    init_s: np.ndarray  # (max_patches+1,) load seconds by gang size
+    group_setup_s: float
+    version: int = OBS_SPEC_VERSION
+
+    @classmethod
+    def from_config(cls, cfg: SimConfig) -> ObservationSpec:
+        if cfg.n_models > MAX_MODELS:
+            raise ValueError(f"observation spec v{OBS_SPEC_VERSION} encodes at most {MAX_MODELS} models")
+        profile: TimingProfile = cfg.profile
+        step, init = profile.lookup_arrays(cfg.max_patches)
+        return cls(
+            n_servers=cfg.n_servers,
+            visible_queue=cfg.visible_queue,
+            max_patches=cfg.max_patches,
+            max_steps=cfg.max_steps,
+            models_per_server=cfg.models_per_server,
+            tasks_per_episode=cfg.tasks_per_episode,
+            time_limit_s=cfg.time_limit_s,
+            warm=cfg.mode == "warm",
+            step_s=np.nan_to_num(step),
+            init_s=np.nan_to_num(init),
+            group_setup_s=profile.group_setup_s,
+        )
+
+    @cached_property
+    def run_at_max_norm(self) -> list[float]:
+        """By gang size: run time at the maximum steps / TIME_SCALE_S (as in `encode`)."""
+        return (self.step_s * (self.max_steps / TIME_SCALE_S)).tolist()
+
+    @cached_property
+    def init_norm(self) -> list[float]:
+        return (self.init_s / TIME_SCALE_S).tolist()
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "servers": (self.n_servers, len(SERVER_FEATURES)),
+            "tasks": (self.visible_queue, len(TASK_FEATURES)),
+            "globals": (len(GLOBAL_FEATURES),),
+        }
+
+    def init_now_s(self, patches: np.ndarray, reusable: np.ndarray) -> np.ndarray:
+        """Init seconds a task would pay if started now."""
+        reuse_cost = self.group_setup_s if self.warm else 0.0
+        return np.where(reusable, reuse_cost, self.init_s[patches])
+
+
+def encode(raw: RawView, spec: ObservationSpec) -> Observation:
+    """Normalised observation tokens from a raw view (columns in the *_FEATURES order)."""
+    f32 = np.float32
+    b, n = raw.idle.shape
+    resident = raw.resident
+    n_models = resident.shape[-1]
+    servers = np.zeros((b, n, len(SERVER_FEATURES)), dtype=f32)
+    servers[..., :MODEL_COL_S] = np.stack(
+        [
+            raw.idle,
+            raw.remaining_s / TIME_SCALE_S,
+            raw.group_size / spec.max_patches,
+            (raw.group_size > 0) & raw.idle,
+            raw.speed,
+            np.count_nonzero(resident, axis=-1) / spec.models_per_server,
+        ],
+        axis=-1,
+        dtype=f32,
+    )
+    servers[..., MODEL_COL_S : MODEL_COL_S + n_models] = resident
+
+    valid = raw.task_valid
+    n_idle = raw.idle.sum(-1, keepdims=True)
+    patches = raw.task_patches
+    init_now = spec.init_now_s(patches, raw.task_reusable) * valid
+    tasks = np.zeros((*valid.shape, len(TASK_FEATURES)), dtype=f32)
+    tasks[..., :MODEL_COL_T] = np.stack(
+        [
+            valid,
+            raw.task_waiting_s / TIME_SCALE_S,
+            patches / spec.max_patches,
+            valid & (patches <= n_idle),
+            raw.task_reusable,
+            spec.step_s[patches] * (spec.max_steps / TIME_SCALE_S),
+            init_now / TIME_SCALE_S,
+        ],
+        axis=-1,
+        dtype=f32,
+    )
+    tasks[..., MODEL_COL_T : MODEL_COL_T + n_models] = raw.task_model[..., None] == _MODEL_IDS[:n_models]
+
+    glob = np.stack(
+        [
+            raw.now / spec.time_limit_s,
+            n_idle[:, 0] / n,
+            raw.n_waiting / spec.visible_queue,
+            raw.n_arrived / spec.tasks_per_episode,
+            raw.n_launched / spec.tasks_per_episode,
+        ],
+        axis=-1,
+        dtype=f32,
+    )
+    return {"servers": servers, "tasks": tasks, "globals": glob}
+
+
+_MODEL_IDS = np.arange(1, MAX_MODELS + 1)
+
+
+def take(obs: Observation, index: int | np.ndarray | slice) -> Observation:
+    """Rows of a batched observation."""
+    return {key: value[index] for key, value in obs.items()}
+
+
+@dataclass
+class ClusterView:
+    """Unnormalised state of one cluster at a decision epoch, as plain lists.
+
+    The single environment and the live aggregator fill this; `encode_one` turns it into the same
+    observation `encode` makes from a batched `RawView` (tests hold the two to each other).
+    """
+
+    now: float
+    idle: list[bool]  # per server
+    remaining_s: list[float]
+    group_size: list[int]  # 0 = not in an intact loaded group
+    speed: list[float]
+    resident: list[list[int]]  # per server: ids of the models it holds
+    task_waiting_s: list[float]  # per visible task, queue order
+    task_patches: list[int]
+    task_model: list[int]
+    task_reusable: list[bool]
+    n_waiting: int
+    n_arrived: int
+    n_launched: int
+
+
+def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
+    """Observation of one cluster (no batch dimension); same features and scales as `encode`.
+
+    Values go into flat Python lists converted once: at this size that beats array arithmetic.
+    """
+    n, q = len(view.idle), spec.visible_queue
+    n_idle = sum(view.idle)
+    n_fs, n_ft = len(SERVER_FEATURES), len(TASK_FEATURES)
+    servers = [0.0] * (n * n_fs)
+    for i in range(n):
+        models = view.resident[i]
+        idle, size = view.idle[i], view.group_size[i]
+        base = i * n_fs
+        servers[base : base + MODEL_COL_S] = (
+            idle,
+            view.remaining_s[i] / TIME_SCALE_S,
+            size / spec.max_patches,
+            size > 0 and idle,
+            view.speed[i],
+            len(models) / spec.models_per_server,
+        )
+        for m in models:
+            servers[base + MODEL_COL_S + m - 1] = 1.0
+    run_at_max, init_s = spec.run_at_max_norm, spec.init_norm
+    reuse_cost = (spec.group_setup_s if spec.warm else 0.0) / TIME_SCALE_S
+    tasks = [0.0] * (q * n_ft)
+    for j, k in enumerate(view.task_patches):
+        reusable = view.task_reusable[j]
+        base = j * n_ft
+        tasks[base : base + MODEL_COL_T] = (
+            1.0,
+            view.task_waiting_s[j] / TIME_SCALE_S,
+            k / spec.max_patches,
+            k <= n_idle,
+            reusable,
+            run_at_max[k],
+            reuse_cost if reusable else init_s[k],
+        )
+        tasks[base + MODEL_COL_T + view.task_model[j] - 1] = 1.0
+    glob = (
+        view.now / spec.time_limit_s,
+        n_idle / n,
+        view.n_waiting / spec.visible_queue,
+        view.n_arrived / spec.tasks_per_episode,
+        view.n_launched / spec.tasks_per_episode,
+    )
+    return {
+        "servers": np.array(servers, dtype=np.float32).reshape(n, n_fs),
+        "tasks": np.array(tasks, dtype=np.float32).reshape(q, n_ft),
+        "globals": np.array(glob, dtype=np.float32),
+    }

@@ -1,0 +1,87 @@
+"""Action decoding and gang (server) selection, scalar form.
+
+This is the rule book the live aggregator follows and the single environment runs; the batched
+simulator implements the same rules with array code and is tested to agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def decode_execute(flag: float) -> bool:
+    """Start a task only on a strictly positive flag (the reference treated exactly -1 as true)."""
+    return flag > 0.0
+
+
+def decode_steps(value: float, min_steps: int, max_steps: int) -> int:
+    """Map [-1, 1] linearly onto [min_steps, max_steps], rounding half up; the ends are reachable."""
+    x = min_steps + (value + 1.0) * 0.5 * (max_steps - min_steps)
+    return min(max(math.floor(x + 0.5), min_steps), max_steps)
+
+
+def choose_task(scores: Sequence[float], candidates: Sequence[bool]) -> int:
+    """Slot of the best-scoring candidate task (lowest slot on ties); -1 when there is none."""
+    best, best_score = -1, -math.inf
+    for slot, ok in enumerate(candidates):
+        if ok and scores[slot] > best_score:
+            best, best_score = slot, scores[slot]
+    return best
+
+
+@dataclass(frozen=True)
+class Gang:
+    members: tuple[int, ...]
+    reused: bool  # True when no model load is needed
+
+
+def select_gang_paper(
+    patches: int, model: int, idle: Sequence[bool], group: Sequence[int], group_model: Sequence[int]
+) -> Gang | None:
+    """Paper rule (EAT V-B4): reuse an idle intact group of exactly `patches` servers holding `model`;
+    otherwise take idle servers outside loaded groups first, then break the smallest groups.
+
+    group[n] is the leader (lowest member index) of the intact loaded group server n belongs to, or -1.
+    A group's members start and finish together, so they are all idle or all busy.
+    """
+    size: dict[int, int] = {}
+    for g in group:
+        if g >= 0:
+            size[g] = size.get(g, 0) + 1
+    for leader in sorted(size):
+        if size[leader] == patches and idle[leader] and group_model[leader] == model:
+            return Gang(tuple(n for n, g in enumerate(group) if g == leader), reused=True)
+    free = [n for n, ok in enumerate(idle) if ok]
+    if len(free) < patches:
+        return None
+    free.sort(key=lambda n: (0, 0, 0, n) if group[n] < 0 else (1, size[group[n]], group[n], n))
+    return Gang(tuple(sorted(free[:patches])), reused=False)
+
+
+def warm_key(holds: bool, free_slot: bool, speed_frac: float) -> float:
+    """Preference of a server for a warm-mode gang: holders first (fastest first), then servers with a
+    free model slot (no eviction), then by speed. speed_frac is speed / (max speed * 2), in (0, 0.5]."""
+    return 4.0 * holds + 2.0 * (free_slot and not holds) + speed_frac
+
+
+def select_gang_warm(
+    patches: int,
+    idle: Sequence[bool],
+    holds: Sequence[bool],
+    free_slot: Sequence[bool],
+    speed: Sequence[float],
+) -> Gang | None:
+    """Warm rule: any gang whose members all hold the model reuses it (only a group setup); the
+    fastest such gang wins. Otherwise members that lack the model load it, preferring servers with a
+    free slot so fewer resident models are evicted."""
+    free = [n for n, ok in enumerate(idle) if ok]
+    if len(free) < patches:
+        return None
+    scale = 2.0 * max(speed)
+    keys = {n: warm_key(holds[n], free_slot[n], speed[n] / scale) for n in free}
+    # Sort by descending key, then ascending index (a stable sort of indices already in order).
+    free.sort(key=lambda n: -keys[n])
+    members = tuple(sorted(free[:patches]))
+    return Gang(members, reused=all(holds[n] for n in members))
