@@ -23,6 +23,9 @@ class Policy(ABC):
     def __init__(self, config: SimConfig) -> None:
         self.cfg = config
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Offline work before a run on this policy's config (metaheuristics optimise here)."""
+
     def begin(self, n_envs: int, seed: int) -> None:  # noqa: B027 - optional hook
         """A new run over `n_envs` environments starts; reset per-environment memory and generators."""
 
