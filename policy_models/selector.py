@@ -41,7 +41,9 @@ def select_gang_paper(
     patches: int, model: int, idle: Sequence[bool], group: Sequence[int], group_model: Sequence[int]
 ) -> Gang | None:
     """Paper rule (EAT V-B4): reuse an idle intact group of exactly `patches` servers holding `model`;
-    otherwise take idle servers outside loaded groups first, then break the smallest groups.
+    otherwise take idle servers outside loaded groups first, then break as few loaded servers as we
+    can: the smallest group that covers the remainder alone, else the largest groups first (a group
+    taken whole wastes nothing; only the last, partly taken one loses servers).
 
     group[n] is the leader (lowest member index) of the intact loaded group server n belongs to, or -1.
     A group's members start and finish together, so they are all idle or all busy.
@@ -56,8 +58,21 @@ def select_gang_paper(
     free = [n for n, ok in enumerate(idle) if ok]
     if len(free) < patches:
         return None
-    free.sort(key=lambda n: (0, 0, 0, n) if group[n] < 0 else (1, size[group[n]], group[n], n))
+    remainder = patches - sum(1 for n in free if group[n] < 0)
+    free.sort(
+        key=lambda n: (
+            (0, 0, 0, n)
+            if group[n] < 0
+            else (1, _group_rank(size[group[n]], remainder, len(idle)), group[n], n)
+        )
+    )
     return Gang(tuple(sorted(free[:patches])), reused=False)
+
+
+def _group_rank(size: int, remainder: int, n_servers: int) -> int:
+    """Order in which idle loaded groups are broken: covering groups by ascending size, then the rest
+    by descending size. Ranks lie in [0, 2 * n_servers]."""
+    return size if size >= remainder else 2 * n_servers - size
 
 
 def warm_key(holds: bool, free_slot: bool, speed_frac: float) -> float:

@@ -262,7 +262,9 @@ class BatchedClusterSim:
         leader = reusable.argmax(1)
         reuse_members = group == leader[:, None]
         my_size = np.take_along_axis(size, np.maximum(group, 0), axis=1)
-        key = np.where(grouped, ((n + 1 + my_size) * n + group) * n + self._server_ix, self._server_ix)
+        remainder = k - (idle & ~grouped).sum(1)
+        rank = np.where(my_size >= remainder[:, None], my_size, 2 * n - my_size)  # selector._group_rank
+        key = np.where(grouped, ((2 * n + 1 + rank) * n + group) * n + self._server_ix, self._server_ix)
         key = np.where(idle, key, np.iinfo(np.int64).max)
         new_members = self._select_first(key, k)
         members = np.where(reused[:, None], reuse_members, new_members)
