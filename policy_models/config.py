@@ -48,6 +48,10 @@ class SimConfig:
     profile_name: str = "reference"
     # None = event-driven decision epochs (an arrival, a gang finishing); a float = fixed tick (paper: 0.1).
     tick_s: float | None = None
+    # Event-driven mode: a scheduler that waits is asked again at the next event or after this many
+    # seconds, whichever comes first (the live aggregator's decision timer); without it a wait with
+    # nothing pending would never end.
+    recheck_s: float = 5.0
     max_decisions: int = 1024
     # warm mode: how many model types tasks ask for, and how many each server keeps resident.
     n_models: int = 1
@@ -81,6 +85,8 @@ class SimConfig:
             yield "need 1 <= min_steps <= max_steps"
         if self.tick_s is not None and self.tick_s <= 0:
             yield "tick_s must be > 0 or None"
+        if self.recheck_s <= 0:
+            yield "recheck_s must be > 0"
         if self.n_models < 1 or self.models_per_server < 1:
             yield "n_models and models_per_server must be >= 1"
         if self.mode == "paper" and self.models_per_server != 1:

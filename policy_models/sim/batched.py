@@ -333,7 +333,8 @@ class BatchedClusterSim:
                 self._refill(envs)
             return
         if after_wait:
-            envs = envs[self._jump(envs, self._next_event_time(envs))]
+            timer = self.now[envs] + cfg.recheck_s
+            envs = envs[self._jump(envs, np.minimum(self._next_event_time(envs), timer))]
         envs = envs[~self._launch_feasible(envs)]
         if envs.size:
             self._jump(envs, self._next_feasible_time(envs))

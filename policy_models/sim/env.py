@@ -6,7 +6,8 @@ many environments with array code and is tested to give identical trajectories.
 Time model. The state is a pure function of the current time and the launches so far: a server is idle
 when its busy-until time has passed, a task is queued once its arrival time has passed. Decision epochs
 are event-driven by default: after a launch the next decision comes at the same instant; "wait" moves
-to the next event (an arrival or a gang finishing), and instants where no launch is possible are skipped.
+to the next event (an arrival or a gang finishing) or by the decision timer `recheck_s`, whichever comes
+first, and instants where no launch is possible are skipped.
 With `tick_s` set, "wait" moves exactly one tick instead, as in the paper's reference.
 """
 
@@ -277,15 +278,17 @@ class ClusterEnv(gym.Env):
                 self._truncated = self._now > self.cfg.time_limit_s
                 self._admit_arrivals()
             return
-        if after_wait and not self._next_event():
+        if after_wait and not self._next_event(recheck=True):
             return
         while not self._launch_feasible():
             if not self._next_event():
                 return
 
-    def _next_event(self) -> bool:
-        """Jump to the next arrival or gang finish; False (and truncated) past the time limit."""
-        now, upcoming = self._now, []
+    def _next_event(self, recheck: bool = False) -> bool:
+        """Jump to the next arrival or gang finish (or the decision timer after a wait); False (and
+        truncated) past the time limit."""
+        now = self._now
+        upcoming = [now + self.cfg.recheck_s] if recheck else []
         if self._arrived < len(self._arrival):
             upcoming.append(self._arrival[self._arrived])
         upcoming.extend(b for b in self._busy_until if b > now)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -19,7 +22,7 @@ def test_quality_curve_matches_the_reference_and_is_monotone() -> None:
     assert quality_of_steps(6) == pytest.approx(0.16 - 0.02)
     assert quality_of_steps(30) == pytest.approx(0.16 * np.log(30) / np.log(6) - 0.02)
     values = [quality_of_steps(s) for s in range(0, 60)]
-    assert all(b >= a for a, b in zip(values, values[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(values))
     assert quality_of_steps(32) == quality_of_steps(30)  # no drop to 0.27 above 30 steps
 
 
@@ -122,6 +125,4 @@ def test_invalid_config_names_the_problem() -> None:
 
 def test_config_round_trips_through_json() -> None:
     cfg = SimConfig(n_servers=8, patch_choices=(1, 2, 4, 8), server_speeds=(1.0,) * 8)
-    import json
-
     assert SimConfig.from_dict(json.loads(cfg.to_json())) == cfg

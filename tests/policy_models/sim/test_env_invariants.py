@@ -138,11 +138,21 @@ def test_event_driven_epochs_skip_instants_without_a_possible_launch() -> None:
     assert all(env.view().idle)
 
 
-def test_waiting_moves_to_the_next_event() -> None:
-    cfg = paper_config(4, 0.05)
+def test_waiting_moves_to_the_next_event_or_the_decision_timer() -> None:
+    for recheck_s in (1e6, 0.5):
+        cfg = paper_config(4, 0.05, recheck_s=recheck_s)
+        env = ClusterEnv(cfg)
+        env.reset(seed=0)
+        next_arrival = env._workload.arrival_s[0][cfg.initial_tasks]
+        _, reward, _, _, info = env.step(-np.ones(cfg.action_dim))
+        assert reward == 0.0 and not info["launched"]
+        # Nothing runs, so the next event is the next arrival, unless the timer fires first.
+        assert env.now == min(next_arrival, recheck_s)
+
+
+def test_waiting_with_nothing_pending_does_not_end_the_episode() -> None:
+    cfg = paper_config(4, 0.05, initial_tasks=32)  # everything has arrived at t=0
     env = ClusterEnv(cfg)
     env.reset(seed=0)
-    arrivals = env._workload.arrival_s[0]
-    _, reward, _, _, info = env.step(-np.ones(cfg.action_dim))
-    assert reward == 0.0 and not info["launched"]
-    assert env.now == arrivals[cfg.initial_tasks]  # nothing runs, so the next event is the next arrival
+    _, _, terminated, truncated, _ = env.step(-np.ones(cfg.action_dim))
+    assert not (terminated or truncated) and env.now == cfg.recheck_s

@@ -1,0 +1,40 @@
+# EAT Serve: one entry point for newcomers and CI.
+#   make demo  - set up, then evaluate the schedulers on the simulator and print the tables
+#   make test  - set up, then lint, check the generated contracts and run every test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Two cores are shared by several processes: keep BLAS/torch thread pools small.
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: setup demo test lint proto-check rabbitmq clean
+
+setup: $(STAMP) rabbitmq
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+rabbitmq:
+	@scripts/ensure_rabbitmq.sh
+
+demo: setup
+	$(BIN)/eat eval --nodes 4 --rates 0.01 0.03 0.05 0.07 0.09 --policies random fifo greedy reuse \
+		--seeds 5 --json out/demo/eval.json --csv out/demo/eval.csv --plots out/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+proto-check: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py --check
+
+test: setup lint proto-check
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis

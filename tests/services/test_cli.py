@@ -1,0 +1,56 @@
+"""The `eat` command line, run in-process."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from services.cli import main
+
+
+def test_eval_writes_json_csv_plots_and_prints_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    json_path, csv_path, plots = tmp_path / "e.json", tmp_path / "e.csv", tmp_path / "plots"
+    argv = ["eval", "--nodes", "4", "--rates", "0.05", "--policies", "random", "fifo", "--seeds", "2"]
+    argv += ["--json", str(json_path), "--csv", str(csv_path), "--plots", str(plots)]
+    assert main(argv) == 0
+
+    out = capsys.readouterr().out
+    assert "seeds 1000..1001" in out and "mode paper" in out and "profile reference" in out
+    assert "| Policy | N=4 λ=0.05 |" in out and "| fifo |" in out
+
+    records = json.loads(json_path.read_text())["rows"]
+    assert [r["policy"] for r in records] == ["random", "fifo"]
+    assert all(r["seeds"] == [1000, 1001] for r in records)
+
+    with csv_path.open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["policy"] for r in table] == ["random", "fifo"]
+    assert {"response_ci95", "utility_ci95", "lower_bound_s"} <= set(table[0])
+
+    pngs = sorted(plots.glob("*.png"))
+    assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+
+
+def test_eval_rejects_an_unknown_policy() -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", "--nodes", "4", "--rates", "0.05", "--policies", "no-such-policy"])
+
+
+def test_bench_sim_writes_the_report_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bench.json"
+    argv = ["bench", "sim", "--quick", "--nodes", "4", "--batches", "1", "8", "--seconds", "0.2"]
+    assert main([*argv, "--json", str(path)]) == 0
+    assert "decisions/s" in capsys.readouterr().out
+
+    report = json.loads(path.read_text())
+    assert {"cpu_model", "cores", "python", "numpy", "platform"} <= set(report["machine"])
+    results = report["results"]
+    assert [(r["kind"], r["batch"]) for r in results] == [("single", 1), ("batched", 1), ("batched", 8)]
+    for r in results:
+        assert set(r) == {"nodes", "batch", "decisions_per_s", "kind", "us_per_decision", "speedup_vs_single"}
+        assert r["nodes"] == 4 and r["decisions_per_s"] > 0
+        assert r["us_per_decision"] == pytest.approx(1e6 / r["decisions_per_s"])
+    assert results[0]["speedup_vs_single"] == 1.0
