@@ -58,15 +58,13 @@ def select_gang_paper(
     free = [n for n, ok in enumerate(idle) if ok]
     if len(free) < patches:
         return None
-    remainder = patches - sum(1 for n in free if group[n] < 0)
-    free.sort(
-        key=lambda n: (
-            (0, 0, 0, n)
-            if group[n] < 0
-            else (1, _group_rank(size[group[n]], remainder, len(idle)), group[n], n)
-        )
-    )
-    return Gang(tuple(sorted(free[:patches])), reused=False)
+    loose = [n for n in free if group[n] < 0]
+    remainder = patches - len(loose)
+    if remainder <= 0:
+        return Gang(tuple(loose[:patches]), reused=False)
+    grouped = [n for n in free if group[n] >= 0]
+    grouped.sort(key=lambda n: (_group_rank(size[group[n]], remainder, len(idle)), group[n], n))
+    return Gang(tuple(sorted(loose + grouped[:remainder])), reused=False)
 
 
 def _group_rank(size: int, remainder: int, n_servers: int) -> int:

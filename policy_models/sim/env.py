@@ -96,10 +96,11 @@ class ClusterEnv(gym.Env):
     def step(self, action: np.ndarray):
         if self._terminated or self._truncated:
             raise RuntimeError("episode is over: call reset()")
-        values = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
+        array = np.asarray(action, dtype=np.float64).reshape(-1)
+        values = array.tolist()
         if len(values) != self.cfg.action_dim or not all(map(math.isfinite, values)):
             raise ValueError(f"action must be {self.cfg.action_dim} finite numbers in [-1, 1], got {action}")
-        action = [min(max(v, -1.0), 1.0) for v in values]
+        action = array.clip(-1.0, 1.0).tolist()
         self._counts["decisions"] += 1
         info: dict[str, Any] = {"launched": False}
         reward = 0.0
