@@ -122,6 +122,25 @@ class ObservationSpec:
     def init_norm(self) -> list[float]:
         return (self.init_s / TIME_SCALE_S).tolist()
 
+    @cached_property
+    def task_row_templates(self) -> dict[tuple[int, bool, int], list[float]]:
+        """Task token rows by (patches, reusable, model), with waiting and feasible left at 0: the
+        scalar encoder copies one and fills those two (the batched `encode` computes every column)."""
+        reuse_cost = (self.group_setup_s if self.warm else 0.0) / TIME_SCALE_S
+        rows = {}
+        for k in range(1, self.max_patches + 1):
+            for reusable in (False, True):
+                for model in range(1, MAX_MODELS + 1):
+                    row = [0.0] * len(TASK_FEATURES)
+                    row[T_IDX["valid"]] = 1.0
+                    row[T_IDX["patches"]] = k / self.max_patches
+                    row[T_IDX["reusable"]] = float(reusable)
+                    row[T_IDX["run_at_max"]] = self.run_at_max_norm[k]
+                    row[T_IDX["init_now"]] = reuse_cost if reusable else self.init_norm[k]
+                    row[MODEL_COL_T + model - 1] = 1.0
+                    rows[k, reusable, model] = row
+        return rows
+
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {
@@ -245,22 +264,15 @@ def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
         )
         for m in models:
             servers[base + MODEL_COL_S + m - 1] = 1.0
-    run_at_max, init_s = spec.run_at_max_norm, spec.init_norm
-    reuse_cost = (spec.group_setup_s if spec.warm else 0.0) / TIME_SCALE_S
-    tasks = [0.0] * (q * n_ft)
+    templates = spec.task_row_templates
+    tasks: list[float] = []
+    waiting_col, feasible_col = T_IDX["waiting"], T_IDX["feasible"]
     for j, k in enumerate(view.task_patches):
-        reusable = view.task_reusable[j]
-        base = j * n_ft
-        tasks[base : base + MODEL_COL_T] = (
-            1.0,
-            view.task_waiting_s[j] / TIME_SCALE_S,
-            k / spec.max_patches,
-            k <= n_idle,
-            reusable,
-            run_at_max[k],
-            reuse_cost if reusable else init_s[k],
-        )
-        tasks[base + MODEL_COL_T + view.task_model[j] - 1] = 1.0
+        base = len(tasks)
+        tasks += templates[k, view.task_reusable[j], view.task_model[j]]
+        tasks[base + waiting_col] = view.task_waiting_s[j] / TIME_SCALE_S
+        tasks[base + feasible_col] = k <= n_idle
+    tasks += [0.0] * ((q - len(view.task_patches)) * n_ft)
     glob = (
         view.now / spec.time_limit_s,
         n_idle / n,
