@@ -74,6 +74,9 @@ class RawView:
     n_waiting: np.ndarray  # (B,) int
     n_arrived: np.ndarray  # (B,) int
     n_launched: np.ndarray  # (B,) int
+    # Optional: `static_task_tokens` of the visible tasks, already gathered (a producer that keeps them
+    # per task avoids recomputing them at every decision). None = computed here.
+    task_static: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -125,19 +128,16 @@ class ObservationSpec:
     @cached_property
     def task_row_templates(self) -> dict[tuple[int, bool, int], list[float]]:
         """Task token rows by (patches, reusable, model), with waiting and feasible left at 0: the
-        scalar encoder copies one and fills those two (the batched `encode` computes every column)."""
+        scalar encoder copies one and fills those two."""
         reuse_cost = (self.group_setup_s if self.warm else 0.0) / TIME_SCALE_S
         rows = {}
         for k in range(1, self.max_patches + 1):
-            for reusable in (False, True):
-                for model in range(1, MAX_MODELS + 1):
-                    row = [0.0] * len(TASK_FEATURES)
-                    row[T_IDX["valid"]] = 1.0
-                    row[T_IDX["patches"]] = k / self.max_patches
+            for model in range(1, MAX_MODELS + 1):
+                static = static_task_tokens(np.array(k), np.array(model), self).tolist()
+                for reusable in (False, True):
+                    row = list(static)
                     row[T_IDX["reusable"]] = float(reusable)
-                    row[T_IDX["run_at_max"]] = self.run_at_max_norm[k]
                     row[T_IDX["init_now"]] = reuse_cost if reusable else self.init_norm[k]
-                    row[MODEL_COL_T + model - 1] = 1.0
                     rows[k, reusable, model] = row
         return rows
 
@@ -179,22 +179,14 @@ def encode(raw: RawView, spec: ObservationSpec) -> Observation:
     valid = raw.task_valid
     n_idle = raw.idle.sum(-1, keepdims=True)
     patches = raw.task_patches
+    tasks = raw.task_static
+    if tasks is None:
+        tasks = static_task_tokens(patches, raw.task_model, spec)
     init_now = spec.init_now_s(patches, raw.task_reusable) * valid
-    tasks = np.zeros((*valid.shape, len(TASK_FEATURES)), dtype=f32)
-    tasks[..., :MODEL_COL_T] = np.stack(
-        [
-            valid,
-            raw.task_waiting_s / TIME_SCALE_S,
-            patches / spec.max_patches,
-            valid & (patches <= n_idle),
-            raw.task_reusable,
-            spec.step_s[patches] * (spec.max_steps / TIME_SCALE_S),
-            init_now / TIME_SCALE_S,
-        ],
-        axis=-1,
-        dtype=f32,
-    )
-    tasks[..., MODEL_COL_T : MODEL_COL_T + n_models] = raw.task_model[..., None] == _MODEL_IDS[:n_models]
+    tasks[..., T_IDX["waiting"]] = raw.task_waiting_s / TIME_SCALE_S
+    tasks[..., T_IDX["feasible"]] = valid & (patches <= n_idle)
+    tasks[..., T_IDX["reusable"]] = raw.task_reusable
+    tasks[..., T_IDX["init_now"]] = init_now / TIME_SCALE_S
 
     glob = np.stack(
         [
@@ -211,6 +203,17 @@ def encode(raw: RawView, spec: ObservationSpec) -> Observation:
 
 
 _MODEL_IDS = np.arange(1, MAX_MODELS + 1)
+
+
+def static_task_tokens(patches: np.ndarray, model: np.ndarray, spec: ObservationSpec) -> np.ndarray:
+    """The task-token columns fixed for a task's lifetime (valid, patches, run at max, model one-hot);
+    the others are left 0. patches == 0 marks an empty slot (an all-zero row)."""
+    tokens = np.zeros((*patches.shape, len(TASK_FEATURES)), dtype=np.float32)
+    tokens[..., T_IDX["valid"]] = patches > 0
+    tokens[..., T_IDX["patches"]] = patches / spec.max_patches
+    tokens[..., T_IDX["run_at_max"]] = spec.step_s[patches] * (spec.max_steps / TIME_SCALE_S)
+    tokens[..., MODEL_COL_T:] = (model[..., None] == _MODEL_IDS) & (patches[..., None] > 0)
+    return tokens
 
 
 def take(obs: Observation, index: int | np.ndarray | slice) -> Observation:

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from policy_models.config import SimConfig
-from policy_models.obs import Observation, ObservationSpec, RawView, encode
+from policy_models.obs import TASK_FEATURES, Observation, ObservationSpec, RawView, encode, static_task_tokens
 from policy_models.profiles import min_steps_for_quality, quality_table
 from policy_models.reward import launch_reward
 from policy_models.sim.stats import STAT_FIELDS, EpisodeStats
-from policy_models.workload import draw_uniforms, make_rng, workload_from_uniforms
+from policy_models.workload import make_rng, uniforms_per_episode, workload_from_uniforms
 
 COL = {name: i for i, name in enumerate(STAT_FIELDS)}
+EPISODES_PER_DRAW = 16
 
 
 @dataclass
@@ -55,6 +56,10 @@ class BatchedClusterSim:
         self.spec = ObservationSpec.from_config(cfg)
         self.batch = len(seeds)
         self.rngs = [make_rng(s) for s in seeds]
+        # Workload randomness for the next few episodes of each env, drawn in one generator call: the
+        # same stream as one draw per episode (so trajectories still match ClusterEnv), far fewer calls.
+        self._draws = np.zeros((len(seeds), EPISODES_PER_DRAW, uniforms_per_episode(config)))
+        self._next_draw = np.full(len(seeds), EPISODES_PER_DRAW)
         b, n, t, q = self.batch, cfg.n_servers, cfg.tasks_per_episode, cfg.visible_queue
         self._rows = np.arange(b)
         self._server_ix = np.arange(n)
@@ -76,6 +81,9 @@ class BatchedClusterSim:
         self.arrival = np.full((b, t + 1), np.inf)
         self.patches = np.zeros((b, t + 1), dtype=np.int64)
         self.model = np.zeros((b, t + 1), dtype=np.int64)
+        # The observation columns fixed per task, kept so each decision only gathers them.
+        self.task_tokens = np.zeros((b, t + 1, len(TASK_FEATURES)), dtype=np.float32)
+        self._row_offset = np.arange(b)[:, None] * (t + 1)  # flat index of each env's task 0
         self.window = np.full((b, q), t, dtype=np.int64)
         self.win_len = np.zeros(b, dtype=np.int64)
         self.next_unseen = np.zeros(b, dtype=np.int64)
@@ -91,13 +99,13 @@ class BatchedClusterSim:
 
     def _reset_envs(self, envs: np.ndarray) -> None:
         cfg, t = self.cfg, self.cfg.tasks_per_episode
-        u = np.stack([draw_uniforms(self.rngs[e], cfg) for e in envs.tolist()])
-        wl = workload_from_uniforms(u, cfg)
+        wl = workload_from_uniforms(self._take_draws(envs), cfg)
         self.arrival[envs, :t], self.patches[envs, :t], self.model[envs, :t] = (
             wl.arrival_s,
             wl.patches,
             wl.model,
         )
+        self.task_tokens[envs, :t] = static_task_tokens(wl.patches, wl.model, self.spec)
         self.now[envs] = 0.0
         self.tick[envs] = 0
         self.busy_until[envs] = 0.0
@@ -113,6 +121,17 @@ class BatchedClusterSim:
         self.truncated[envs] = False
         self._refill(envs)
         self._settle(envs, after_wait=False)
+
+    def _take_draws(self, envs: np.ndarray) -> np.ndarray:
+        """(E, uniforms per episode): each env's next episode of workload randomness."""
+        empty = envs[self._next_draw[envs] == EPISODES_PER_DRAW]
+        shape = self._draws.shape[1:]
+        for e in empty.tolist():
+            self._draws[e] = self.rngs[e].random(shape)
+        self._next_draw[empty] = 0
+        draws = self._draws[envs, self._next_draw[envs]]
+        self._next_draw[envs] += 1
+        return draws
 
     def step(self, actions: np.ndarray) -> StepResult:
         cfg = self.cfg
@@ -385,9 +404,10 @@ class BatchedClusterSim:
         win = self.window
         rows = self._rows[:, None]
         valid = win < cfg.tasks_per_episode
-        patches = self.patches[rows, win]
-        model = self.model[rows, win]
-        waiting_s = np.where(valid, now[:, None] - self.arrival[rows, win], 0.0)
+        flat = self._row_offset + win
+        patches = self.patches.ravel().take(flat)
+        model = self.model.ravel().take(flat)
+        waiting_s = np.where(valid, now[:, None] - self.arrival.ravel().take(flat), 0.0)
         if cfg.mode == "warm":
             resident = self.last_used[..., 1:] != -np.inf
             holders_idle = np.zeros((b, cfg.n_models + 1), dtype=np.int64)
@@ -420,6 +440,7 @@ class BatchedClusterSim:
             n_waiting=self.win_len + self.n_arrived - self.next_unseen,
             n_arrived=self.n_arrived,
             n_launched=self.stats[:, COL["launched"]].astype(np.int64),
+            task_static=self.task_tokens.reshape(-1, len(TASK_FEATURES)).take(flat, axis=0),
         )
 
     def _observe(self) -> Observation:
