@@ -1,0 +1,1 @@
+"""Learning machinery apart from the networks: replay, algorithms, the training loop."""
