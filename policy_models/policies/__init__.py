@@ -6,11 +6,16 @@ from collections.abc import Callable
 
 from policy_models.config import SimConfig
 from policy_models.policies.base import Policy
-from policy_models.policies.heuristics import FifoPolicy, RandomPolicy
+from policy_models.policies.heuristics import FifoPolicy, GreedyPolicy, RandomPolicy, ReuseAwarePolicy
+from policy_models.policies.metaheuristics import GeneticPolicy, HarmonySearchPolicy
 
 _FACTORIES: dict[str, Callable[[SimConfig], Policy]] = {
     "random": RandomPolicy,
     "fifo": FifoPolicy,
+    "greedy": GreedyPolicy,
+    "reuse": ReuseAwarePolicy,
+    "harmony": HarmonySearchPolicy,
+    "genetic": GeneticPolicy,
 }
 
 
