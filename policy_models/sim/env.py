@@ -89,6 +89,8 @@ class ClusterEnv(gym.Env):
         )
         self._total_reward = 0.0
         self._terminated = self._truncated = False
+        self._resident_cache: list[list[int]] | None = None
+        self._sizes_cache: dict[int, int] | None = None
         self._admit_arrivals()
         self._settle(after_wait=False)
         return self._observation(), {}
@@ -156,16 +158,23 @@ class ClusterEnv(gym.Env):
         return self._group[server] >= 0 and self._group_model[server] == model
 
     def _resident_models(self) -> list[list[int]]:
-        if self.cfg.mode == "warm":
-            return [[m for m, used in enumerate(row) if used != NEVER_USED] for row in self._last_used]
-        return [[m] if g >= 0 else [] for g, m in zip(self._group, self._group_model, strict=True)]
+        if self._resident_cache is None:  # changes only when a gang launches
+            if self.cfg.mode == "warm":
+                rows = self._last_used
+                self._resident_cache = [[m for m, used in enumerate(r) if used != NEVER_USED] for r in rows]
+            else:
+                pairs = zip(self._group, self._group_model, strict=True)
+                self._resident_cache = [[m] if g >= 0 else [] for g, m in pairs]
+        return self._resident_cache
 
     def _group_sizes(self) -> dict[int, int]:
-        sizes: dict[int, int] = {}
-        for g in self._group:
-            if g >= 0:
-                sizes[g] = sizes.get(g, 0) + 1
-        return sizes
+        if self._sizes_cache is None:  # changes only when a gang launches
+            sizes: dict[int, int] = {}
+            for g in self._group:
+                if g >= 0:
+                    sizes[g] = sizes.get(g, 0) + 1
+            self._sizes_cache = sizes
+        return self._sizes_cache
 
     def _reusable_tasks(self, tasks: list[int], idle: list[bool], sizes: dict[int, int]) -> list[bool]:
         """Which tasks could start now without loading their model."""
@@ -222,6 +231,7 @@ class ClusterEnv(gym.Env):
         return reward, info
 
     def _occupy(self, gang: Gang, model: int, until: float) -> None:
+        self._resident_cache = self._sizes_cache = None
         for n in gang.members:
             self._busy_until[n] = until
         if self.cfg.mode == "warm":
