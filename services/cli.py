@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from policy_models import evaluation
 from policy_models.config import SimConfig
-from policy_models.policies import policy_names
+from policy_models.policies import is_known_policy, policy_names
 from policy_models.profiles import PROFILES
 from services.bench import sim as sim_bench
 
@@ -19,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eat", description="EAT Serve: diffusion task scheduling.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_eval(commands)
+    _add_train(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
     return parser
@@ -39,6 +42,99 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, help="write rows as CSV here")
     p.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     p.set_defaults(handler=run_eval)
+
+
+# As policy_models.learning.agents.ALGORITHMS, spelled out so that `eat eval` does not load torch.
+TRAIN_ALGORITHMS = ("eat", "eat-a", "eat-d", "eat-da")
+# The paper's training arrival rate per node count (Section VI-A2).
+PAPER_TRAIN_RATES = {4: 0.05, 8: 0.10, 12: 0.15}
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train a learned scheduler (EAT or an ablation) with SAC")
+    p.add_argument("--algo", choices=TRAIN_ALGORITHMS, help="default eat (or the resumed run's)")
+    p.add_argument("--nodes", type=int, nargs="+", help="node counts; several = cross-size training")
+    p.add_argument(
+        "--rate", type=float, nargs="+", help="arrival rate, one or one per node count (default: paper's)"
+    )
+    p.add_argument("--mode", choices=["paper", "warm"], default="paper")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="reference")
+    p.add_argument("--steps", type=int, default=200_000, help="environment steps, summed over envs")
+    p.add_argument("--envs", type=int, default=64, help="parallel environments per cluster config")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("out/train"), help="logs and checkpoints go here")
+    p.add_argument("--eval-every", type=int, default=20_000, help="steps between evaluations (0: end only)")
+    p.add_argument("--checkpoint-every", type=int, default=50_000, help="steps between checkpoints")
+    p.add_argument("--warmup", type=int, default=5_000, help="steps of random actions before updates")
+    p.add_argument("--batch-size", type=int, help="SAC batch (default 512)")
+    p.add_argument("--updates-per-step", type=float, help="gradient updates per environment step")
+    p.add_argument("--resume", type=Path, help="continue from a checkpoint or a run directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_train)
+
+
+def _train_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[SimConfig]:
+    rates = args.rate or [PAPER_TRAIN_RATES.get(n, math.nan) for n in args.nodes]
+    if len(rates) == 1:
+        rates = rates * len(args.nodes)
+    if len(rates) != len(args.nodes) or not all(math.isfinite(r) for r in rates):
+        parser.error("give --rate once, or once per --nodes value (paper rates exist for 4, 8, 12 nodes)")
+    try:
+        return [
+            evaluation.make_setting(n, r, args.mode, args.profile)
+            for n, r in zip(args.nodes, rates, strict=True)
+        ]
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # Imported here: torch and TensorBoard load only for training.
+    from policy_models.checkpoints import CheckpointError
+    from policy_models.learning.agents import AgentConfig
+    from policy_models.learning.train import TrainSettings, train, training_setup_from_checkpoint
+
+    if args.resume is not None:  # as the checkpoint was trained, unless told otherwise (then checked)
+        agent, saved_configs = training_setup_from_checkpoint(args.resume)
+        agent = dataclasses.replace(agent, algorithm=args.algo or agent.algorithm)
+        configs = _train_configs(args, parser) if args.nodes else list(saved_configs)
+    elif args.nodes is None:
+        parser.error("--nodes is required (unless resuming)")
+    else:
+        agent, configs = AgentConfig(algorithm=args.algo or "eat"), _train_configs(args, parser)
+    overrides = {"batch_size": args.batch_size, "updates_per_step": args.updates_per_step}
+    try:
+        agent = dataclasses.replace(agent, **{k: v for k, v in overrides.items() if v is not None})
+        settings = TrainSettings(
+            sim=tuple(configs),
+            agent=agent,
+            total_steps=args.steps,
+            n_envs=args.envs,
+            seed=args.seed,
+            out_dir=args.out,
+            warmup_steps=args.warmup,
+            eval_every=args.eval_every,
+            checkpoint_every=args.checkpoint_every,
+            resume_from=args.resume,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        result = train(settings)
+    except CheckpointError as err:  # a resume that does not fit these settings
+        print(f"eat train: {err}", file=sys.stderr)
+        return 2
+    first, last = settings.eval_seeds[0], settings.eval_seeds[-1]
+    print(f"trained {agent.algorithm}: {result.env_steps} env steps, {result.updates} updates")
+    print(f"  {result.env_steps_per_s:.0f} env steps/s, {result.updates_per_s:.1f} updates/s")
+    print(f"  logs: {result.tensorboard_dir} (TensorBoard), {result.csv_path}")
+    print(f"  checkpoints: {result.final_checkpoint} (final), {result.best_checkpoint} (best)")
+    print(
+        f"  eval utility (deterministic policy, validation seeds {first}..{last}): "
+        f"final {result.final_eval_utility:.3f}, best {result.best_eval_utility:.3f}"
+    )
+    return 0
 
 
 def _add_bench_sim(bench: argparse._SubParsersAction) -> None:
@@ -68,9 +164,9 @@ def _eval_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = _eval_settings(args, parser)
     names = args.policies or policy_names()
-    unknown = sorted(set(names) - set(policy_names()))
+    unknown = sorted(name for name in names if not is_known_policy(name))
     if unknown:
-        parser.error(f"unknown policies {unknown}; known: {policy_names()}")
+        parser.error(f"unknown policies {unknown}; known: {policy_names()} or checkpoint:<dir>")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     seeds = evaluation.default_seeds(args.seeds, args.seed_base)

@@ -19,20 +19,47 @@ _FACTORIES: dict[str, Callable[[SimConfig], Policy]] = {
 }
 
 
+# Policies named "<prefix><argument>", e.g. "checkpoint:<dir>" for a trained agent.
+_PREFIX_FACTORIES: dict[str, Callable[[str, SimConfig], Policy]] = {}
+
+
 def register(name: str, factory: Callable[[SimConfig], Policy]) -> None:
     _FACTORIES[name] = factory
+
+
+def register_prefix(prefix: str, factory: Callable[[str, SimConfig], Policy]) -> None:
+    _PREFIX_FACTORIES[prefix] = factory
+
+
+def _learned_from_checkpoint(directory: str, config: SimConfig) -> Policy:
+    # Imported here so that torch loads only when a learned policy is asked for.
+    from policy_models.policies.learned import LearnedPolicy
+
+    return LearnedPolicy.from_checkpoint(directory, config)
+
+
+register_prefix("checkpoint:", _learned_from_checkpoint)
 
 
 def policy_names() -> list[str]:
     return list(_FACTORIES)
 
 
+def is_known_policy(name: str) -> bool:
+    """A registered name, or one with a registered prefix (its argument is checked when it is built)."""
+    return name in _FACTORIES or any(name.startswith(prefix) for prefix in _PREFIX_FACTORIES)
+
+
 def make_policy(name: str, config: SimConfig) -> Policy:
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise ValueError(f"unknown policy {name!r}; known: {policy_names()}") from None
-    return factory(config)
+    """A registered policy by name, else a prefixed one ("checkpoint:<dir>")."""
+    if name in _FACTORIES:
+        return _FACTORIES[name](config)
+    for prefix, factory in _PREFIX_FACTORIES.items():
+        if name.startswith(prefix):
+            return factory(name.removeprefix(prefix), config)
+    raise ValueError(
+        f"unknown policy {name!r}; known: {policy_names()} or a prefix {sorted(_PREFIX_FACTORIES)}"
+    )
 
 
-__all__ = ["Policy", "make_policy", "policy_names", "register"]
+__all__ = ["Policy", "is_known_policy", "make_policy", "policy_names", "register", "register_prefix"]

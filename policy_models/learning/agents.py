@@ -1,0 +1,242 @@
+"""The four learned schedulers of the paper's ablation (Section VI, Tables IX-XI) as one agent shape.
+
+| algorithm | encoder          | actor          | layout   |
+|-----------|------------------|----------------|----------|
+| eat       | AttentionEncoder | DiffusionActor | per-task |
+| eat-a     | FlatEncoder      | DiffusionActor | flat     |
+| eat-d     | AttentionEncoder | GaussianActor  | per-task |
+| eat-da    | FlatEncoder      | GaussianActor  | flat     |
+
+Every agent also has twin critics (`TwinCritic`, same layout as the actor) and their target copy.
+`AgentConfig` holds the constructor arguments and the SAC hyperparameters; it is written into every
+checkpoint, so a checkpoint says how to rebuild and continue its agent.
+
+Which encoder the critic reads: ONE encoder, shared by actor and critic and trained by the critic loss
+only (the actor reads its features detached), as SAC-AE and DrQ do for learned state encoders:
+- the TD regression is a dense, stable learning signal for the representation; the actor's loss runs
+  through min(Q1, Q2), a moving target, and letting it shape the encoder lets the actor bend the
+  features the critic judges it by;
+- the per-task critic reads the same task tokens the actor scored, so both see one set of tokens;
+- one encoder forward per sampled batch serves both losses, and serving keeps one encoder.
+Only the critics have a target copy (the paper, V-C3: "only the critic network employs a target
+network"); it reads the online encoder's features, as in DrQ-v2, so there is no target encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from policy_models.nets import AttentionEncoder, DiffusionActor, FlatEncoder, GaussianActor, TwinCritic
+from policy_models.obs import GLOBAL_FEATURES, SERVER_FEATURES, TASK_FEATURES, ObservationSpec
+
+Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+Encoder = AttentionEncoder | FlatEncoder
+Actor = DiffusionActor | GaussianActor
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Networks and SAC hyperparameters. Defaults follow the paper's Tables VII-VIII and D2SAC where
+    those give a value; the others are marked as our choice."""
+
+    algorithm: Algorithm = "eat"
+    # Networks (Table VII: 256-unit Mish layers, 16-dim time embedding, 10 denoising steps).
+    hidden: int = 256
+    time_dim: int = 16
+    diffusion_steps: int = 10
+    beta_min: float = 0.1  # VP schedule, D2SAC
+    beta_max: float = 10.0
+    score_hidden: int = 64  # per-task score networks (our choice: they run once per slot)
+    d_model: int = 64  # attention width (the paper's value is not legible in our copy)
+    attention_heads: int = 4
+    attention_layers: int = 2
+    attention_ff: int = 128
+    log_std_min: float = -5.0
+    log_std_max: float = 1.0
+    critic_score_temperature: float = 0.1
+    # SAC (Table VIII and D2SAC).
+    batch_size: int = 512
+    gamma: float = 0.95
+    tau: float = 0.005
+    alpha: float = 0.05  # fixed entropy temperature, not learned
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    weight_decay: float = 1e-4  # Table VIII lists one; its value is not legible in our copy (our choice)
+    buffer_capacity: int = 1_000_000  # transitions; as D2SAC and SAC (Table VIII's value not legible)
+    # Gradient updates per environment transition (B parallel envs give B transitions per batched
+    # step). Our choice: CPU updates at batch 512 are far slower than simulator steps.
+    updates_per_step: float = 0.0625
+    max_grad_norm: float | None = None  # None: no clipping (grad norms are still logged)
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.tau <= 1.0:
+            raise ValueError("gamma and tau must lie in [0, 1]")
+        if self.alpha < 0 or self.batch_size < 1 or self.buffer_capacity < 1 or self.updates_per_step < 0:
+            raise ValueError("need alpha >= 0, batch_size >= 1, buffer_capacity >= 1, updates_per_step >= 0")
+
+    @property
+    def uses_attention(self) -> bool:
+        """eat and eat-d read per-server/per-task tokens; the -a variants read a flat vector."""
+        return self.algorithm in ("eat", "eat-d")
+
+    @property
+    def uses_diffusion(self) -> bool:
+        return self.algorithm in ("eat", "eat-a")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
+        return cls(**data)
+
+
+@dataclass
+class Agent:
+    """The modules of one learned scheduler. `encoder` + `actor` are the policy; the rest learn it."""
+
+    config: AgentConfig
+    encoder: Encoder
+    actor: Actor
+    critic: TwinCritic
+    target_critic: TwinCritic
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every module by its checkpoint name."""
+        return {
+            "encoder": self.encoder,
+            "actor": self.actor,
+            "critic": self.critic,
+            "target_critic": self.target_critic,
+        }
+
+    def train(self, mode: bool = True) -> None:
+        for module in self.modules().values():
+            module.train(mode)
+
+
+def build_agent(config: AgentConfig, obs_spec: ObservationSpec, seed: int = 0) -> Agent:
+    """Fresh modules for `config`; weights initialised from `seed` without touching torch's global RNG.
+
+    `obs_spec` sizes the flat encoder and the flat action; per-task agents fit any N and Q."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = _build_encoder(config, obs_spec)
+        layout = _layout(config, obs_spec, encoder.out_dim)
+        actor = _build_actor(config, encoder.out_dim, layout)
+        critic = TwinCritic(
+            encoder.out_dim,
+            hidden=config.hidden,
+            score_temperature=config.critic_score_temperature,
+            **layout,
+        )
+    return Agent(config, encoder, actor, critic, _frozen_copy(critic))
+
+
+def _build_encoder(config: AgentConfig, obs_spec: ObservationSpec) -> Encoder:
+    if config.uses_attention:
+        return AttentionEncoder(
+            len(SERVER_FEATURES),
+            len(TASK_FEATURES),
+            len(GLOBAL_FEATURES),
+            d_model=config.d_model,
+            heads=config.attention_heads,
+            layers=config.attention_layers,
+            ff_dim=config.attention_ff,
+        )
+    return FlatEncoder(obs_spec.shapes, hidden=config.hidden)
+
+
+def _layout(config: AgentConfig, obs_spec: ObservationSpec, feature_dim: int) -> dict[str, int]:
+    """Per-task layout (token_dim) with attention; flat layout (action_dim = 2 + Q) without."""
+    if config.uses_attention:
+        return {"token_dim": feature_dim}
+    return {"action_dim": 2 + obs_spec.visible_queue}
+
+
+def _build_actor(config: AgentConfig, state_dim: int, layout: dict[str, int]) -> Actor:
+    common = dict(
+        hidden=config.hidden,
+        score_hidden=config.score_hidden,
+        log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max,
+    )
+    if config.uses_diffusion:
+        return DiffusionActor(
+            state_dim,
+            time_dim=config.time_dim,
+            steps=config.diffusion_steps,
+            beta_min=config.beta_min,
+            beta_max=config.beta_max,
+            **layout,
+            **common,
+        )
+    return GaussianActor(state_dim, **layout, **common)
+
+
+def _frozen_copy(critic: TwinCritic) -> TwinCritic:
+    """A target network: same weights, no gradients (it only moves by soft updates)."""
+    target = copy.deepcopy(critic)
+    target.requires_grad_(False)
+    return target
+
+
+# ----- rebuilding modules from a checkpoint's JSON --------------------------------------------------
+MODULE_CLASSES: dict[str, type[nn.Module]] = {
+    cls.__qualname__: cls
+    for cls in (AttentionEncoder, FlatEncoder, DiffusionActor, GaussianActor, TwinCritic)
+}
+
+
+def module_from_description(description: dict[str, Any]) -> nn.Module:
+    """A fresh module from `checkpoints.describe_module` output: {"class": name, "config": kwargs}."""
+    name = description.get("class")
+    if name not in MODULE_CLASSES:
+        raise ValueError(
+            f"checkpoint names an unknown module class {name!r}; known: {sorted(MODULE_CLASSES)}"
+        )
+    return MODULE_CLASSES[name](**description.get("config", {}))
+
+
+# ----- where a training run keeps its checkpoints ---------------------------------------------------
+CHECKPOINTS_DIR = "checkpoints"  # checkpoints/step_000012345/: full, resumable
+BEST_DIR = "best"  # best/: the policy with the best evaluation utility so far
+STEP_PREFIX = "step_"
+CONFIG_FILE = "config.json"
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete periodic checkpoints of a run, oldest first (a complete one has its config.json)."""
+    root = run_dir / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith(STEP_PREFIX) and (p / CONFIG_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], prefer_best: bool) -> Path:
+    """A checkpoint directory from a checkpoint directory or a run directory.
+
+    In a run directory: its best/ when `prefer_best` (serving a policy), else its latest step
+    checkpoint (resuming), falling back to the other."""
+    directory = Path(path)
+    if (directory / CONFIG_FILE).is_file():
+        return directory
+    steps = step_checkpoints(directory)
+    best = directory / BEST_DIR
+    candidates = [best] if (best / CONFIG_FILE).is_file() else []
+    candidates = candidates + steps[-1:] if prefer_best else steps[-1:] + candidates
+    if not candidates:
+        raise FileNotFoundError(f"{directory}: neither a checkpoint nor a training run with checkpoints")
+    return candidates[0]

@@ -1,0 +1,201 @@
+"""One soft actor-critic update (paper V-C, after SAC and D2SAC), written to be read top to bottom.
+
+critic:  y = r + gamma * (1 - done) * (min(Q1', Q2')(s', a') - alpha * log pi(a'|s')),  a' ~ pi(.|s')
+         L_Q = MSE(Q1(s, a), y) + MSE(Q2(s, a), y)                                  (eqs. 19-21)
+actor:   L_pi = E[alpha * log pi(a~|s) - min(Q1, Q2)(s, a~)],  a~ ~ pi(.|s) reparameterised  (eq. 15)
+targets: theta' <- (1 - tau) theta' + tau theta                                       (eq. 22)
+
+The temperature alpha is fixed (Table VIII), not learned. The encoder is shared and trained by the
+critic loss only (see `agents` for why). As in DrQ-v2, s and s' are encoded once each per update: the
+actor reuses the critic's features of s, detached, and the target critics read the online encoder's
+features of s' (no target encoder). On one CPU thread an encoder forward is about a tenth of an
+update, so each one saved counts; the features' one-step staleness is far below the actor's noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from policy_models.learning.agents import Agent, AgentConfig
+from policy_models.learning.buffer import TransitionBatch
+from policy_models.nets import EncodedState, as_tensors, soft_update
+
+
+@dataclass(frozen=True)
+class UpdateStats:
+    """What one update measured (means over the batch)."""
+
+    critic_loss: float
+    actor_loss: float
+    q_mean: float  # mean of min(Q1, Q2) at the actor's fresh actions
+    target_q_mean: float  # mean TD target y
+    log_prob_mean: float  # mean log pi(a~|s) of the fresh actions
+    entropy_estimate: float  # -log_prob_mean: a one-sample Monte-Carlo estimate of the policy entropy
+    critic_grad_norm: float  # before clipping
+    actor_grad_norm: float
+
+    def metrics(self) -> dict[str, float]:
+        """Named for the logs: losses under loss/, the rest under train/."""
+        values = asdict(self)
+        return {
+            "loss/critic": values.pop("critic_loss"),
+            "loss/actor": values.pop("actor_loss"),
+            **{f"train/{name}": value for name, value in values.items()},
+        }
+
+
+@dataclass
+class Optimizers:
+    """The critic's optimiser also owns the shared encoder (it is trained by the critic loss)."""
+
+    actor: torch.optim.Optimizer
+    critic: torch.optim.Optimizer
+
+    def named(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor, "critic": self.critic}
+
+
+def build_optimizers(agent: Agent) -> Optimizers:
+    """AdamW: Adam (the paper's optimiser) with decoupled weight decay (Table VIII)."""
+    config = agent.config
+    critic_params = [*agent.encoder.parameters(), *agent.critic.parameters()]
+    return Optimizers(
+        actor=torch.optim.AdamW(
+            agent.actor.parameters(), lr=config.actor_lr, weight_decay=config.weight_decay
+        ),
+        critic=torch.optim.AdamW(critic_params, lr=config.critic_lr, weight_decay=config.weight_decay),
+    )
+
+
+@dataclass(frozen=True)
+class TensorBatch:
+    """A replay batch as float32 tensors."""
+
+    obs: dict[str, Tensor]
+    action: Tensor
+    reward: Tensor
+    next_obs: dict[str, Tensor]
+    done: Tensor
+
+    @classmethod
+    def from_numpy(cls, batch: TransitionBatch) -> TensorBatch:
+        return cls(
+            obs=as_tensors(batch.obs),
+            action=torch.as_tensor(batch.action, dtype=torch.float32),
+            reward=torch.as_tensor(batch.reward, dtype=torch.float32),
+            next_obs=as_tensors(batch.next_obs),
+            done=torch.as_tensor(batch.done, dtype=torch.float32),
+        )
+
+
+def sac_update(
+    agent: Agent, optimizers: Optimizers, batch: TensorBatch, generator: torch.Generator | None = None
+) -> UpdateStats:
+    """One critic step, one actor step, one soft target update. Random draws come from `generator`."""
+    config = agent.config
+    agent.train()
+
+    # ----- critic: regress both Q heads onto the soft TD target ------------------------------------
+    target_q = td_target(agent, batch, generator)
+    state = agent.encoder(batch.obs)
+    q1, q2 = agent.critic(state, batch.action)
+    critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+    critic_grad_norm = _step(
+        optimizers.critic, critic_loss, [*agent.encoder.parameters(), *agent.critic.parameters()], config
+    )
+
+    # ----- actor: maximise min Q of fresh actions plus entropy --------------------------------------
+    state = detached(state)  # the actor does not train the encoder
+    action, log_prob, _ = agent.actor(state, generator=generator)
+    with frozen(agent.critic):  # gradients flow through Q to the action, not into the critic
+        q1_pi, q2_pi = agent.critic(state, action)
+    min_q_pi = torch.min(q1_pi, q2_pi)
+    actor_loss = (config.alpha * log_prob - min_q_pi).mean()
+    actor_grad_norm = _step(optimizers.actor, actor_loss, agent.actor.parameters(), config)
+
+    # ----- target critics follow the online ones slowly ----------------------------------------------
+    soft_update(agent.target_critic, agent.critic, config.tau)
+
+    log_prob_mean = log_prob.detach().mean().item()
+    return UpdateStats(
+        critic_loss=critic_loss.item(),
+        actor_loss=actor_loss.item(),
+        q_mean=min_q_pi.detach().mean().item(),
+        target_q_mean=target_q.mean().item(),
+        log_prob_mean=log_prob_mean,
+        entropy_estimate=-log_prob_mean,
+        critic_grad_norm=critic_grad_norm,
+        actor_grad_norm=actor_grad_norm,
+    )
+
+
+@torch.no_grad()
+def td_target(agent: Agent, batch: TensorBatch, generator: torch.Generator | None = None) -> Tensor:
+    """y = r + gamma * (1 - done) * (min(Q1', Q2')(s', a') - alpha * log pi(a'|s')), a' ~ pi(.|s').
+
+    One encoding of s' serves both the online actor (there is no target actor, V-C3) and the target
+    critics."""
+    config = agent.config
+    next_state = agent.encoder(batch.next_obs)
+    next_action, next_log_prob, _ = agent.actor(next_state, generator=generator)
+    q1_next, q2_next = agent.target_critic(next_state, next_action)
+    soft_value = torch.min(q1_next, q2_next) - config.alpha * next_log_prob
+    return batch.reward + config.gamma * (1.0 - batch.done) * soft_value
+
+
+@torch.no_grad()
+def td_error(agent: Agent, batch: TensorBatch, generator: torch.Generator | None = None) -> float:
+    """Mean squared TD error of both critics on a batch (a diagnostic; changes nothing)."""
+    target_q = td_target(agent, batch, generator)
+    q1, q2 = agent.critic(agent.encoder(batch.obs), batch.action)
+    return 0.5 * ((q1 - target_q).square().mean() + (q2 - target_q).square().mean()).item()
+
+
+def detached(state: EncodedState) -> EncodedState:
+    return EncodedState(*(None if part is None else part.detach() for part in state))
+
+
+def _step(
+    optimizer: torch.optim.Optimizer, loss: Tensor, params: Iterable[nn.Parameter], config: AgentConfig
+) -> float:
+    """Backward, optional clipping, optimiser step; returns the gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    max_norm = config.max_grad_norm if config.max_grad_norm is not None else math.inf
+    norm = float(nn.utils.clip_grad_norm_(list(params), max_norm))
+    optimizer.step()
+    return norm
+
+
+class frozen:  # lowercase: a context manager used like torch.no_grad
+    """Within the block the module's parameters take no gradient (restored after)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.params = [p for p in module.parameters() if p.requires_grad]
+
+    def __enter__(self) -> None:
+        for param in self.params:
+            param.requires_grad_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        for param in self.params:
+            param.requires_grad_(True)
+
+
+__all__ = [
+    "Optimizers",
+    "TensorBatch",
+    "UpdateStats",
+    "build_optimizers",
+    "detached",
+    "frozen",
+    "sac_update",
+    "td_error",
+    "td_target",
+]

@@ -1,0 +1,616 @@
+"""Train a learned scheduler (EAT or an ablation) with SAC on the batched simulator.
+
+`train(settings)` is the loop; read it top to bottom. Everything it writes goes under `out_dir`:
+  tensorboard/                   TensorBoard events (metric names start with train/ eval/ loss/ perf/)
+  metrics.csv                    the same scalars, one row per (step, metric)
+  checkpoints/step_000012345/    full and resumable: weights (model.safetensors + config.json), the
+                                 optimisers and torch generator (trainer_state.safetensors + .json),
+                                 the replay buffer(s) (buffer_<i>/)
+  best/                          the weights with the best validation utility so far (a policy:
+                                 `make_policy("checkpoint:<out_dir>", cfg)` loads it)
+A step is one environment transition: B parallel environments make B steps per batched step.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from policy_models.checkpoints import CheckpointError, load_checkpoint, restore_modules, save_checkpoint
+from policy_models.config import SimConfig
+from policy_models.evaluation import first_episodes
+from policy_models.learning.agents import (
+    BEST_DIR,
+    CHECKPOINTS_DIR,
+    STEP_PREFIX,
+    Agent,
+    AgentConfig,
+    build_agent,
+    resolve_checkpoint,
+    step_checkpoints,
+)
+from policy_models.learning.buffer import ReplayBuffer
+from policy_models.learning.sac import Optimizers, TensorBatch, UpdateStats, build_optimizers, sac_update
+from policy_models.nets import as_tensors
+from policy_models.obs import OBS_SPEC_VERSION, Observation, ObservationSpec
+from policy_models.policies.learned import LearnedPolicy
+from policy_models.sim.batched import BatchedClusterSim, StepResult
+from policy_models.sim.stats import EpisodeStats
+
+# Validation workloads for picking the best checkpoint: disjoint from evaluation's test seeds (1000+)
+# so that choosing a checkpoint does not peek at the numbers it will be reported on.
+VALIDATION_SEEDS: tuple[int, ...] = (500, 501, 502, 503, 504)
+# Training workloads are drawn from a seed sequence and shifted past 2**32, so they never coincide
+# with the small hand-picked validation, evaluation or metaheuristic seeds.
+TRAIN_SEED_OFFSET = 2**32
+METRIC_PREFIXES = ("train/", "eval/", "loss/", "perf/")
+CSV_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+TRAINER_STATE = "trainer_state"  # .safetensors (optimiser and generator tensors) + .json (index)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training run. `sim` is one cluster, or several for cross-size training (one simulator of
+    `n_envs` environments per config, stepped round-robin; each has its own replay buffer)."""
+
+    sim: SimConfig | Sequence[SimConfig]
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    total_steps: int = 200_000
+    n_envs: int = 64
+    seed: int = 0
+    out_dir: Path = Path("out/train")
+    warmup_steps: int = 5_000  # uniform random actions until then, and no updates
+    eval_every: int = 20_000  # 0: only at the end
+    eval_seeds: tuple[int, ...] = VALIDATION_SEEDS
+    checkpoint_every: int = 50_000  # 0: only at the end
+    keep_checkpoints: int = 2  # periodic checkpoints kept (each may hold a large replay buffer)
+    save_buffer: bool = True
+    log_every: int = 2_048
+    resume_from: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.n_envs < 1 or not self.eval_seeds or self.keep_checkpoints < 1:
+            raise ValueError("need total_steps >= 1, n_envs >= 1, eval seeds and keep_checkpoints >= 1")
+        check_cluster_configs(self.agent, self.sims)
+
+    @property
+    def sims(self) -> tuple[SimConfig, ...]:
+        return (self.sim,) if isinstance(self.sim, SimConfig) else tuple(self.sim)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["sim"] = [cfg.to_dict() for cfg in self.sims]
+        values["agent"] = self.agent.to_dict()
+        values["out_dir"] = str(self.out_dir)
+        values["resume_from"] = None if self.resume_from is None else str(self.resume_from)
+        values["eval_seeds"] = list(self.eval_seeds)
+        return values
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    start_step: int  # > 0 when resumed
+    env_steps: int
+    updates: int
+    final_eval_utility: float
+    best_eval_utility: float
+    final_checkpoint: Path
+    best_checkpoint: Path | None
+    tensorboard_dir: Path
+    csv_path: Path
+    elapsed_s: float
+    env_steps_per_s: float  # this session's steps (since start or resume) per wall second
+    updates_per_s: float
+
+
+@dataclass
+class Progress:
+    """Counters that a checkpoint saves and a resumed run continues from."""
+
+    env_steps: int = 0
+    updates: int = 0
+    iteration: int = 0  # batched steps taken (picks the simulator, round-robin)
+    update_credit: float = 0.0  # fractional updates owed (updates_per_step need not divide n_envs)
+    episodes: int = 0
+    best_eval_utility: float = -math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["best_eval_utility"] = _finite_or_none(self.best_eval_utility)
+        return values
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Progress:
+        values = dict(data)
+        best = values.get("best_eval_utility")
+        values["best_eval_utility"] = -math.inf if best is None else best
+        return cls(**values)
+
+
+@dataclass
+class Generators:
+    """All training randomness: numpy for warm-up actions, torch for the actor's noise."""
+
+    numpy: np.random.Generator
+    torch: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int) -> Generators:
+        return cls(np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+
+
+@dataclass
+class IntervalLog:
+    """Episodes finished and updates made since the last log line."""
+
+    utilities: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    updates: list[UpdateStats] = field(default_factory=list)
+
+    def add(self, finished: list[tuple[int, EpisodeStats]]) -> None:
+        for _, stats in finished:
+            self.utilities.append(stats.utility)
+            self.rewards.append(stats.total_reward)
+
+
+# ----- the loop ----------------------------------------------------------------------------------------
+def train(settings: TrainSettings) -> TrainResult:
+    configs = settings.sims
+    out_dir = settings.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # Build the agent, its optimisers, one replay buffer per cluster config, and all generators.
+    agent = build_agent(settings.agent, ObservationSpec.from_config(configs[0]), seed=settings.seed)
+    optimizers = build_optimizers(agent)
+    progress, generators = Progress(), Generators.seeded(settings.seed)
+    buffers = [new_buffer(cfg, settings, index) for index, cfg in enumerate(configs)]
+    if settings.resume_from is not None:
+        progress, generators, buffers = resume(settings, agent, optimizers, buffers)
+    start_step = progress.env_steps
+
+    # The environments: fresh episodes on workloads derived from (seed, config, start step).
+    sims = [
+        BatchedClusterSim(cfg, train_env_seeds(settings.seed, index, settings.n_envs, start_step))
+        for index, cfg in enumerate(configs)
+    ]
+    observations = [sim.reset() for sim in sims]
+
+    logger = MetricsLogger(out_dir, start_step)
+    interval = IntervalLog()
+    timer = Throughput(start_step, progress.updates)
+    logged_at = start_step
+    bar = tqdm(
+        total=settings.total_steps,
+        initial=start_step,
+        unit="step",
+        disable=not (settings.progress and sys.stderr.isatty()),
+        dynamic_ncols=True,
+    )
+    try:
+        while progress.env_steps < settings.total_steps:
+            before = progress.env_steps
+            # 1. One batched step of one simulator (round-robin over the configs).
+            k = progress.iteration % len(sims)
+            obs = observations[k]
+            action = choose_actions(agent, obs, progress.env_steps < settings.warmup_steps, generators)
+            result = sims[k].step(action)
+            # Time-limit truncation is stored as terminal (done = terminated | truncated): the envs
+            # auto-reset, so `result.obs` of a finished env is already the NEXT episode's first
+            # observation and must not be bootstrapped from; the truncated state itself is gone.
+            done = (result.terminated | result.truncated).astype(np.float32)
+            buffers[k].add(obs, action, result.reward, result.obs, done)
+            observations[k] = result.obs
+            progress.env_steps += settings.n_envs
+            progress.iteration += 1
+            record_episodes(result, progress, interval)
+
+            # 2. Gradient updates, on batches from the buffer of the cluster just stepped.
+            for _ in range(updates_due(progress, settings, len(buffers[k]))):
+                batch = TensorBatch.from_numpy(buffers[k].sample(settings.agent.batch_size))
+                interval.updates.append(sac_update(agent, optimizers, batch, generators.torch))
+                progress.updates += 1
+
+            # 3. Logs, evaluation and checkpoints when their period is crossed.
+            now = progress.env_steps
+            if crossed(before, now, settings.log_every):
+                logger.log(now, training_metrics(interval, timer.sample(now, progress.updates)))
+                interval, logged_at = IntervalLog(), now
+            if crossed(before, now, settings.eval_every) and now < settings.total_steps:
+                evaluate_and_keep_best(agent, settings, progress, logger, bar)
+            if crossed(before, now, settings.checkpoint_every) and now < settings.total_steps:
+                save_training_checkpoint(agent, optimizers, buffers, progress, generators, settings)
+            bar.update(now - before)
+
+        # 4. The end: the last training metrics, a last evaluation and a last checkpoint.
+        now = progress.env_steps
+        if logged_at < now:
+            logger.log(now, training_metrics(interval, timer.sample(now, progress.updates)))
+        final_utility = evaluate_and_keep_best(agent, settings, progress, logger, bar)
+        last_checkpoint = save_training_checkpoint(agent, optimizers, buffers, progress, generators, settings)
+    finally:
+        bar.close()
+        logger.close()
+    elapsed = timer.elapsed()
+    best = out_dir / BEST_DIR
+    return TrainResult(
+        out_dir=out_dir,
+        start_step=start_step,
+        env_steps=progress.env_steps,
+        updates=progress.updates,
+        final_eval_utility=final_utility,
+        best_eval_utility=progress.best_eval_utility,
+        final_checkpoint=last_checkpoint,
+        best_checkpoint=best if best.is_dir() else None,
+        tensorboard_dir=out_dir / TENSORBOARD_DIR,
+        csv_path=out_dir / CSV_FILE,
+        elapsed_s=elapsed,
+        env_steps_per_s=(progress.env_steps - start_step) / elapsed,
+        updates_per_s=(progress.updates - timer.start_updates) / elapsed,
+    )
+
+
+# ----- the loop's steps --------------------------------------------------------------------------------
+def check_cluster_configs(agent: AgentConfig, configs: Sequence[SimConfig]) -> None:
+    """One action size for all configs (the policy is loaded against it); one observation shape
+    when the agent is flat (its input layer is sized for one cluster)."""
+    if not configs:
+        raise ValueError("need at least one cluster config")
+    if len({cfg.action_dim for cfg in configs}) > 1:
+        raise ValueError("cross-size training needs one visible_queue (action_dim) for all configs")
+    shapes = {json.dumps(ObservationSpec.from_config(cfg).shapes) for cfg in configs}
+    if not agent.uses_attention and len(shapes) > 1:
+        raise ValueError(
+            f"{agent.algorithm} has a flat encoder sized for one cluster; cross-size training "
+            "needs an attention agent (eat or eat-d)"
+        )
+
+
+def new_buffer(cfg: SimConfig, settings: TrainSettings, index: int) -> ReplayBuffer:
+    shapes = ObservationSpec.from_config(cfg).shapes
+    return ReplayBuffer(shapes, cfg.action_dim, settings.agent.buffer_capacity, seed=settings.seed + index)
+
+
+def train_env_seeds(seed: int, config_index: int, n_envs: int, start_step: int) -> list[int]:
+    """Per-env workload seeds from (run seed, config, the step the session starts at): a resumed run
+    gets new episodes rather than replaying the first ones."""
+    words = np.random.SeedSequence([seed, config_index, start_step]).generate_state(n_envs)
+    return [TRAIN_SEED_OFFSET + int(w) for w in words]
+
+
+def choose_actions(agent: Agent, obs: Observation, warmup: bool, generators: Generators) -> np.ndarray:
+    """Uniform random actions during warm-up, else a sample of the stochastic policy; in [-1, 1]
+    (the simulator clips anyway; the critics clip too, so storing clipped actions changes no Q)."""
+    batch, action_dim = obs["tasks"].shape[0], 2 + obs["tasks"].shape[1]
+    if warmup:
+        return generators.numpy.uniform(-1.0, 1.0, (batch, action_dim)).astype(np.float32)
+    with torch.inference_mode():
+        action, _, _ = agent.actor(agent.encoder(as_tensors(obs)), generator=generators.torch)
+    return action.clamp(-1.0, 1.0).numpy()
+
+
+def record_episodes(result: StepResult, progress: Progress, interval: IntervalLog) -> None:
+    finished = result.finished
+    progress.episodes += len(finished)
+    interval.add(finished)
+
+
+def updates_due(progress: Progress, settings: TrainSettings, buffer_size: int) -> int:
+    """Whole updates owed for the steps just taken (once past warm-up with a batch's worth stored)."""
+    if progress.env_steps < settings.warmup_steps or buffer_size < settings.agent.batch_size:
+        return 0
+    progress.update_credit += settings.n_envs * settings.agent.updates_per_step
+    due = int(progress.update_credit)
+    progress.update_credit -= due
+    return due
+
+
+def crossed(before: int, now: int, every: int) -> bool:
+    """True when a multiple of `every` lies in (before, now]; never when every <= 0."""
+    return every > 0 and before // every < now // every
+
+
+# ----- metrics -----------------------------------------------------------------------------------------
+class Throughput:
+    """Steps and updates per wall second, over the whole session and since the last sample."""
+
+    def __init__(self, start_step: int, start_updates: int) -> None:
+        self.start_updates = start_updates
+        self.start = self.last = time.perf_counter()
+        self.last_step, self.last_updates = start_step, start_updates
+
+    def sample(self, step: int, updates: int) -> dict[str, float]:
+        now = time.perf_counter()
+        seconds = max(now - self.last, 1e-9)
+        rates = {
+            "perf/env_steps_per_s": (step - self.last_step) / seconds,
+            "perf/updates_per_s": (updates - self.last_updates) / seconds,
+            "perf/elapsed_s": now - self.start,
+        }
+        self.last, self.last_step, self.last_updates = now, step, updates
+        return rates
+
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.start, 1e-9)
+
+
+def training_metrics(interval: IntervalLog, rates: dict[str, float]) -> dict[str, float]:
+    metrics = dict(rates)
+    if interval.utilities:
+        metrics["train/episode_utility"] = float(np.nanmean(interval.utilities))
+        metrics["train/episode_reward"] = float(np.mean(interval.rewards))
+    if interval.updates:  # means over the interval's updates: one update's losses are noisy
+        per_update = [update.metrics() for update in interval.updates]
+        metrics.update({name: float(np.mean([m[name] for m in per_update])) for name in per_update[0]})
+    return metrics
+
+
+class MetricsLogger:
+    """Scalars to TensorBoard and to a long-format CSV (step, metric, value). A resumed run drops the
+    rows logged after its checkpoint (TensorBoard purges them too), so the logs read as one run."""
+
+    def __init__(self, out_dir: Path, start_step: int) -> None:
+        self.csv_path = out_dir / CSV_FILE
+        kept = _csv_rows_up_to(self.csv_path, start_step) if start_step > 0 else []
+        self._file = self.csv_path.open("w", newline="")
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(["step", "metric", "value"])
+        self._csv.writerows(kept)
+        self.writer = SummaryWriter(
+            log_dir=str(out_dir / TENSORBOARD_DIR), purge_step=start_step if start_step > 0 else None
+        )
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            if not name.startswith(METRIC_PREFIXES):
+                raise ValueError(f"metric {name!r} must start with one of {METRIC_PREFIXES}")
+            self.writer.add_scalar(name, value, step)
+            self._csv.writerow([step, name, value])
+        self._file.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        self._file.close()
+
+
+def _csv_rows_up_to(path: Path, step: int) -> list[list[str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return [row for row in rows if int(row[0]) <= step]
+
+
+# ----- evaluation --------------------------------------------------------------------------------------
+def evaluate_agent(agent: Agent, configs: Sequence[SimConfig], seeds: Sequence[int]) -> dict[str, float]:
+    """The deterministic policy's first episode on each seed, per config; eval/utility is the mean
+    over configs (per-config values are added when there are several)."""
+    per_config = []
+    for cfg in configs:
+        episodes = first_episodes(LearnedPolicy(cfg, agent.encoder, agent.actor), cfg, seeds)
+        per_config.append(_episode_means(episodes))
+    metrics = {name: float(np.mean([m[name] for m in per_config])) for name in per_config[0]}
+    if len(configs) > 1:
+        for cfg, means in zip(configs, per_config, strict=True):
+            metrics[f"eval/utility_n{cfg.n_servers}_rate{cfg.arrival_rate:g}"] = means["eval/utility"]
+    return metrics
+
+
+def _episode_means(episodes: Sequence[EpisodeStats]) -> dict[str, float]:
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if math.isfinite(v)]
+        return float(np.mean(finite)) if finite else math.nan
+
+    return {
+        "eval/utility": mean([e.utility for e in episodes]),
+        "eval/response_s": mean([e.mean_response_s for e in episodes]),
+        "eval/quality": mean([e.mean_quality for e in episodes]),
+        "eval/reload_rate": mean([e.reload_rate for e in episodes]),
+        "eval/unserved": mean([float(e.unserved) for e in episodes]),
+    }
+
+
+def evaluate_and_keep_best(
+    agent: Agent, settings: TrainSettings, progress: Progress, logger: MetricsLogger, bar: tqdm
+) -> float:
+    """Evaluate on the validation seeds; a new best utility is saved to best/. Returns the utility."""
+    metrics = evaluate_agent(agent, settings.sims, settings.eval_seeds)
+    utility = metrics["eval/utility"]
+    if math.isfinite(utility) and utility > progress.best_eval_utility:
+        progress.best_eval_utility = utility
+        save_checkpoint(settings.out_dir / BEST_DIR, agent.modules(), checkpoint_config(settings, progress))
+    metrics["eval/best_utility"] = progress.best_eval_utility
+    logger.log(progress.env_steps, metrics)
+    bar.set_postfix(utility=f"{utility:.3f}", best=f"{progress.best_eval_utility:.3f}")
+    return utility
+
+
+# ----- checkpoints -------------------------------------------------------------------------------------
+def checkpoint_config(settings: TrainSettings, progress: Progress) -> dict[str, Any]:
+    """Everything needed to rebuild, serve and continue the agent, and to know where it came from."""
+    configs = settings.sims
+    return {
+        "kind": "eat-serve/sac-agent",
+        "agent": settings.agent.to_dict(),
+        "sim_configs": [cfg.to_dict() for cfg in configs],
+        "obs_spec_version": OBS_SPEC_VERSION,
+        "action_dim": configs[0].action_dim,
+        "training": settings.to_dict(),
+        "seed": settings.seed,
+        "progress": progress.to_dict(),
+        "code_version": code_version(),
+    }
+
+
+def save_training_checkpoint(
+    agent: Agent,
+    optimizers: Optimizers,
+    buffers: Sequence[ReplayBuffer],
+    progress: Progress,
+    generators: Generators,
+    settings: TrainSettings,
+) -> Path:
+    """checkpoints/step_<n>/, written in a .partial directory then renamed: a step directory is whole."""
+    root = settings.out_dir / CHECKPOINTS_DIR
+    target = root / f"{STEP_PREFIX}{progress.env_steps:09d}"
+    partial = target.with_name(target.name + ".partial")
+    for stale in (partial, target):
+        if stale.exists():
+            shutil.rmtree(stale)
+    partial.mkdir(parents=True)
+    save_trainer_state(partial, optimizers, generators)
+    if settings.save_buffer:
+        for index, buffer in enumerate(buffers):
+            buffer.save(partial / f"buffer_{index}")
+    save_checkpoint(partial, agent.modules(), checkpoint_config(settings, progress))  # config.json last
+    os.replace(partial, target)
+    for old in step_checkpoints(settings.out_dir)[: -settings.keep_checkpoints]:
+        shutil.rmtree(old)
+    return target
+
+
+def save_trainer_state(directory: Path, optimizers: Optimizers, generators: Generators) -> None:
+    """Optimiser state tensors and the torch generator as safetensors, the rest as a JSON index."""
+    tensors: dict[str, torch.Tensor] = {"generator.torch": generators.torch.get_state()}
+    index: dict[str, Any] = {
+        "format_version": 1,
+        "optimizers": {},
+        "numpy_generator": generators.numpy.bit_generator.state,
+    }
+    for name, optimizer in optimizers.named().items():
+        index["optimizers"][name] = flatten_optimizer_state(name, optimizer.state_dict(), tensors)
+    safetensors.torch.save_file(tensors, str(directory / f"{TRAINER_STATE}.safetensors"))
+    (directory / f"{TRAINER_STATE}.json").write_text(json.dumps(index, indent=2))
+
+
+def flatten_optimizer_state(
+    name: str, state_dict: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """Moves every tensor of `state_dict` into `tensors` under "optimizer.<name>.<param>.<key>" and
+    returns the JSON index: param_groups as they are, state entries naming their tensor."""
+    state_index: dict[str, dict[str, Any]] = {}
+    for param_id, entries in state_dict["state"].items():
+        described: dict[str, Any] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensor_key = f"optimizer.{name}.{param_id}.{key}"
+                tensors[tensor_key] = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+                described[key] = {"tensor": tensor_key}
+            else:
+                described[key] = {"value": value}
+        state_index[str(param_id)] = described
+    return {"param_groups": state_dict["param_groups"], "state": state_index}
+
+
+def unflatten_optimizer_state(index: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    state = {
+        int(param_id): {
+            key: tensors[entry["tensor"]] if "tensor" in entry else entry["value"]
+            for key, entry in entries.items()
+        }
+        for param_id, entries in index["state"].items()
+    }
+    return {"state": state, "param_groups": index["param_groups"]}
+
+
+def resume(
+    settings: TrainSettings, agent: Agent, optimizers: Optimizers, fresh_buffers: list[ReplayBuffer]
+) -> tuple[Progress, Generators, list[ReplayBuffer]]:
+    """Restore weights, optimisers, generators, counters and replay buffers from a step checkpoint."""
+    assert settings.resume_from is not None
+    directory = resolve_checkpoint(settings.resume_from, prefer_best=False)
+    states, saved = load_checkpoint(directory)
+    check_resume_matches(saved, settings, directory)
+    restore_modules(agent.modules(), states)
+    tensors = safetensors.torch.load_file(str(directory / f"{TRAINER_STATE}.safetensors"))
+    index = json.loads((directory / f"{TRAINER_STATE}.json").read_text())
+    for name, optimizer in optimizers.named().items():
+        optimizer.load_state_dict(unflatten_optimizer_state(index["optimizers"][name], tensors))
+    generators = Generators.seeded(settings.seed)
+    generators.numpy.bit_generator.state = index["numpy_generator"]
+    generators.torch.set_state(tensors["generator.torch"])
+    progress = Progress.from_dict(saved["progress"])
+    buffers = []
+    for index, fresh in enumerate(fresh_buffers):
+        path = directory / f"buffer_{index}"
+        # The buffer's sampling generator is not saved; reseeding it from the step is deterministic.
+        seed = settings.seed + index + progress.env_steps
+        buffers.append(ReplayBuffer.load(path, seed=seed) if path.is_dir() else fresh)
+    return progress, generators, buffers
+
+
+def check_resume_matches(saved: Mapping[str, Any], settings: TrainSettings, directory: Path) -> None:
+    expected = {
+        "agent": settings.agent.to_dict(),
+        "sim_configs": [cfg.to_dict() for cfg in settings.sims],
+        "obs_spec_version": OBS_SPEC_VERSION,
+    }
+    for key, value in expected.items():
+        if _json_round_trip(value) != saved.get(key):
+            raise CheckpointError(
+                f"{directory}: cannot resume, its {key} is {saved.get(key)!r} but these settings give "
+                f"{_json_round_trip(value)!r} (use `training_setup_from_checkpoint`)"
+            )
+    if not (directory / f"{TRAINER_STATE}.json").is_file():
+        raise CheckpointError(f"{directory}: weights only (e.g. best/); resume from a checkpoints/step_* one")
+
+
+def training_setup_from_checkpoint(path: str | os.PathLike[str]) -> tuple[AgentConfig, tuple[SimConfig, ...]]:
+    """The agent config and cluster configs a checkpoint was trained with (to resume it as it was)."""
+    directory = resolve_checkpoint(path, prefer_best=False)
+    saved = json.loads((directory / "config.json").read_text())
+    agent = AgentConfig.from_dict(saved["agent"])
+    return agent, tuple(SimConfig.from_dict(cfg) for cfg in saved["sim_configs"])
+
+
+def code_version() -> dict[str, str | None]:
+    """The installed package version and, where this is a git checkout, `git describe` (read-only)."""
+    try:
+        package: str | None = importlib.metadata.version("eat-serve")
+    except importlib.metadata.PackageNotFoundError:
+        package = None
+    return {"package": package, "git": _git_describe()}
+
+
+def _git_describe() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--tags"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},  # never take the index lock
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _json_round_trip(value: Any) -> Any:
+    """As the value reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
