@@ -45,7 +45,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
 
 
 # As policy_models.learning.agents.ALGORITHMS, spelled out so that `eat eval` does not load torch.
-TRAIN_ALGORITHMS = ("eat", "eat-a", "eat-d", "eat-da")
+TRAIN_ALGORITHMS = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts")
 # The paper's training arrival rate per node count (Section VI-A2).
 PAPER_TRAIN_RATES = {4: 0.05, 8: 0.10, 12: 0.15}
 

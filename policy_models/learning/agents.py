@@ -1,11 +1,17 @@
-"""The four learned schedulers of the paper's ablation (Section VI, Tables IX-XI) as one agent shape.
+"""The four learned schedulers of the paper's ablation (Section VI, Tables IX-XI), and LAD-TS, as one
+agent shape.
 
-| algorithm | encoder          | actor          | layout   |
-|-----------|------------------|----------------|----------|
-| eat       | AttentionEncoder | DiffusionActor | per-task |
-| eat-a     | FlatEncoder      | DiffusionActor | flat     |
-| eat-d     | AttentionEncoder | GaussianActor  | per-task |
-| eat-da    | FlatEncoder      | GaussianActor  | flat     |
+| algorithm | encoder          | actor          | layout   | reverse chain starts from          |
+|-----------|------------------|----------------|----------|------------------------------------|
+| eat       | AttentionEncoder | DiffusionActor | per-task | noise (training), 0 (evaluation)   |
+| eat-a     | FlatEncoder      | DiffusionActor | flat     | noise (training), 0 (evaluation)   |
+| eat-d     | AttentionEncoder | GaussianActor  | per-task | (no chain)                         |
+| eat-da    | FlatEncoder      | GaussianActor  | flat     | (no chain)                         |
+| lad-ts    | AttentionEncoder | DiffusionActor | per-task | the `ActionPrior` of the state     |
+
+lad-ts is EAT's networks with LAD-TS's latent action prior (`learning.prior`): the agent also holds an
+`ActionPrior`, an EMA of past mean actions per cluster-state bucket, whose buffers are saved with the
+networks under the module name "prior".
 
 Every agent also has twin critics (`TwinCritic`, same layout as the actor) and their target copy.
 `AgentConfig` holds the constructor arguments and the SAC hyperparameters; it is written into every
@@ -34,11 +40,15 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from policy_models.learning.prior import DEFAULT_DECAY, DEFAULT_IDLE_EDGES, DEFAULT_QUEUE_EDGES, ActionPrior
 from policy_models.nets import AttentionEncoder, DiffusionActor, FlatEncoder, GaussianActor, TwinCritic
 from policy_models.obs import GLOBAL_FEATURES, SERVER_FEATURES, TASK_FEATURES, ObservationSpec
 
-Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da"]
+Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da", "lad-ts"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+# AgentConfig fields only lad-ts reads. Left out of the other algorithms' `to_dict`, so their configs
+# (and the checkpoints written before lad-ts existed) compare equal on resume.
+PRIOR_FIELDS = ("prior_decay", "prior_idle_edges", "prior_queue_edges")
 Encoder = AttentionEncoder | FlatEncoder
 Actor = DiffusionActor | GaussianActor
 
@@ -76,10 +86,20 @@ class AgentConfig:
     # step). Our choice: CPU updates at batch 512 are far slower than simulator steps.
     updates_per_step: float = 0.0625
     max_grad_norm: float | None = None  # None: no clipping (grad norms are still logged)
+    # lad-ts's action prior (our choice; `learning.prior` documents the bucket key). At 64 envs, decay
+    # 0.99 forgets over about 100 batched steps (6,400 transitions), so it follows the policy's drift.
+    prior_decay: float = DEFAULT_DECAY
+    prior_idle_edges: tuple[float, ...] = DEFAULT_IDLE_EDGES
+    prior_queue_edges: tuple[float, ...] = DEFAULT_QUEUE_EDGES
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        if not 0.0 <= self.prior_decay < 1.0:
+            raise ValueError(f"prior_decay must lie in [0, 1), got {self.prior_decay}")
+        # JSON gives lists back; tuples keep the config hashable and equal to a fresh one.
+        object.__setattr__(self, "prior_idle_edges", tuple(self.prior_idle_edges))
+        object.__setattr__(self, "prior_queue_edges", tuple(self.prior_queue_edges))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.tau <= 1.0:
             raise ValueError("gamma and tau must lie in [0, 1]")
         if self.alpha < 0 or self.batch_size < 1 or self.buffer_capacity < 1 or self.updates_per_step < 0:
@@ -87,15 +107,24 @@ class AgentConfig:
 
     @property
     def uses_attention(self) -> bool:
-        """eat and eat-d read per-server/per-task tokens; the -a variants read a flat vector."""
-        return self.algorithm in ("eat", "eat-d")
+        """eat, eat-d and lad-ts read per-server/per-task tokens; the -a variants read a flat vector."""
+        return self.algorithm in ("eat", "eat-d", "lad-ts")
 
     @property
     def uses_diffusion(self) -> bool:
-        return self.algorithm in ("eat", "eat-a")
+        return self.algorithm in ("eat", "eat-a", "lad-ts")
+
+    @property
+    def uses_prior(self) -> bool:
+        """lad-ts starts the reverse chain from an `ActionPrior` and stores priors with transitions."""
+        return self.algorithm == "lad-ts"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if not self.uses_prior:
+            for name in PRIOR_FIELDS:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
@@ -111,15 +140,19 @@ class Agent:
     actor: Actor
     critic: TwinCritic
     target_critic: TwinCritic
+    prior: ActionPrior | None = None  # lad-ts only
 
     def modules(self) -> dict[str, nn.Module]:
-        """Every module by its checkpoint name."""
-        return {
+        """Every module by its checkpoint name (the prior's buffers too, so checkpoints keep it)."""
+        modules: dict[str, nn.Module] = {
             "encoder": self.encoder,
             "actor": self.actor,
             "critic": self.critic,
             "target_critic": self.target_critic,
         }
+        if self.prior is not None:
+            modules["prior"] = self.prior
+        return modules
 
     def train(self, mode: bool = True) -> None:
         for module in self.modules().values():
@@ -141,7 +174,15 @@ def build_agent(config: AgentConfig, obs_spec: ObservationSpec, seed: int = 0) -
             score_temperature=config.critic_score_temperature,
             **layout,
         )
-    return Agent(config, encoder, actor, critic, _frozen_copy(critic))
+    prior = build_prior(config) if config.uses_prior else None
+    return Agent(config, encoder, actor, critic, _frozen_copy(critic), prior)
+
+
+def build_prior(config: AgentConfig) -> ActionPrior:
+    """lad-ts's prior: every table starts at 0, the deterministic chain start of EAT."""
+    return ActionPrior(
+        decay=config.prior_decay, idle_edges=config.prior_idle_edges, queue_edges=config.prior_queue_edges
+    )
 
 
 def _build_encoder(config: AgentConfig, obs_spec: ObservationSpec) -> Encoder:
@@ -195,7 +236,7 @@ def _frozen_copy(critic: TwinCritic) -> TwinCritic:
 # ----- rebuilding modules from a checkpoint's JSON --------------------------------------------------
 MODULE_CLASSES: dict[str, type[nn.Module]] = {
     cls.__qualname__: cls
-    for cls in (AttentionEncoder, FlatEncoder, DiffusionActor, GaussianActor, TwinCritic)
+    for cls in (AttentionEncoder, FlatEncoder, DiffusionActor, GaussianActor, TwinCritic, ActionPrior)
 }
 
 

@@ -2,6 +2,10 @@
 
 Observations are the simulator's token dicts ({"servers", "tasks", "globals"}) of one cluster shape.
 The buffer saves to safetensors + JSON (the trainer persists it across restarts); nothing is pickled.
+
+A buffer made `with_priors` (lad-ts) also keeps, per transition, the prior the actor's reverse chain
+started from at s and the prior it would start from at s', as LAD-TS stores (s, a, prior, r, s', prior').
+Other buffers neither take nor save them.
 """
 
 from __future__ import annotations
@@ -26,17 +30,30 @@ class TransitionBatch:
     reward: np.ndarray  # (B,)
     next_obs: Observation
     done: np.ndarray  # (B,) 1.0 where the value of next_obs must not be bootstrapped
+    prior: np.ndarray | None = None  # (B, A) chain start at obs (buffers with priors only)
+    next_prior: np.ndarray | None = None  # (B, A) chain start at next_obs
 
 
 class ReplayBuffer:
     """Fixed-capacity ring buffer; `add` takes whole batches (one row per environment)."""
 
-    def __init__(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, capacity: int, seed: int = 0):
+    def __init__(
+        self,
+        obs_shapes: dict[str, tuple[int, ...]],
+        action_dim: int,
+        capacity: int,
+        seed: int = 0,
+        with_priors: bool = False,
+    ):
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
         self.obs_shapes = {key: tuple(obs_shapes[key]) for key in OBS_KEYS}
         self.action_dim = action_dim
+        self.with_priors = with_priors
+        prior_rows = capacity if with_priors else 0  # other algorithms allocate nothing
+        self._prior = np.zeros((prior_rows, action_dim), dtype=np.float32)
+        self._next_prior = np.zeros((prior_rows, action_dim), dtype=np.float32)
         self._obs = {k: np.zeros((capacity, *s), dtype=np.float32) for k, s in self.obs_shapes.items()}
         self._next = {k: np.zeros((capacity, *s), dtype=np.float32) for k, s in self.obs_shapes.items()}
         self._action = np.zeros((capacity, action_dim), dtype=np.float32)
@@ -56,13 +73,21 @@ class ReplayBuffer:
         reward: np.ndarray,
         next_obs: Observation,
         done: np.ndarray,
+        prior: np.ndarray | None = None,
+        next_prior: np.ndarray | None = None,
     ) -> None:
+        self._check_priors(prior, next_prior)
         n = len(reward)
         if n > self.capacity:  # only the newest rows fit
             keep = slice(n - self.capacity, n)
             obs, next_obs = _rows(obs, keep), _rows(next_obs, keep)
             action, reward, done, n = action[keep], reward[keep], done[keep], self.capacity
+            if prior is not None and next_prior is not None:
+                prior, next_prior = prior[keep], next_prior[keep]
         index = (self._cursor + np.arange(n)) % self.capacity
+        if prior is not None and next_prior is not None:
+            self._prior[index] = prior
+            self._next_prior[index] = next_prior
         for key in OBS_KEYS:
             self._obs[key][index] = obs[key]
             self._next[key][index] = next_obs[key]
@@ -71,6 +96,12 @@ class ReplayBuffer:
         self._done[index] = done
         self._cursor = int((self._cursor + n) % self.capacity)
         self._size = min(self._size + n, self.capacity)
+
+    def _check_priors(self, prior: np.ndarray | None, next_prior: np.ndarray | None) -> None:
+        given = (prior is not None, next_prior is not None)
+        if given != (self.with_priors, self.with_priors):
+            wanted = "both prior and next_prior" if self.with_priors else "no priors"
+            raise ValueError(f"this buffer (with_priors={self.with_priors}) takes {wanted}")
 
     def sample(self, batch_size: int) -> TransitionBatch:
         if self._size == 0:
@@ -82,6 +113,8 @@ class ReplayBuffer:
             reward=self._reward[index],
             next_obs=_rows(self._next, index),
             done=self._done[index],
+            prior=self._prior[index] if self.with_priors else None,
+            next_prior=self._next_prior[index] if self.with_priors else None,
         )
 
     # ----- persistence -------------------------------------------------------------------------------
@@ -92,6 +125,8 @@ class ReplayBuffer:
         tensors = {f"obs.{k}": v[order] for k, v in self._obs.items()}
         tensors |= {f"next_obs.{k}": v[order] for k, v in self._next.items()}
         tensors |= {"action": self._action[order], "reward": self._reward[order], "done": self._done[order]}
+        if self.with_priors:
+            tensors |= {"prior": self._prior[order], "next_prior": self._next_prior[order]}
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, directory / "buffer.safetensors")
         meta = {
             "format_version": BUFFER_FORMAT_VERSION,
@@ -99,6 +134,7 @@ class ReplayBuffer:
             "size": self._size,
             "obs_shapes": {k: list(s) for k, s in self.obs_shapes.items()},
             "action_dim": self.action_dim,
+            "with_priors": self.with_priors,
         }
         (directory / "buffer.json").write_text(json.dumps(meta, indent=2))
 
@@ -108,7 +144,8 @@ class ReplayBuffer:
         if meta.get("format_version") != BUFFER_FORMAT_VERSION:
             raise ValueError(f"unsupported replay buffer format {meta.get('format_version')!r}")
         shapes = {k: tuple(v) for k, v in meta["obs_shapes"].items()}
-        buffer = cls(shapes, meta["action_dim"], meta["capacity"], seed=seed)
+        with_priors = bool(meta.get("with_priors", False))  # absent in buffers saved before lad-ts
+        buffer = cls(shapes, meta["action_dim"], meta["capacity"], seed=seed, with_priors=with_priors)
         tensors = load_file(str(directory / "buffer.safetensors"))
         if meta["size"]:
             buffer.add(
@@ -117,6 +154,8 @@ class ReplayBuffer:
                 tensors["reward"],
                 {k: tensors[f"next_obs.{k}"] for k in OBS_KEYS},
                 tensors["done"],
+                prior=tensors.get("prior"),
+                next_prior=tensors.get("next_prior"),
             )
         return buffer
 

@@ -10,6 +10,10 @@ critic loss only (see `agents` for why). As in DrQ-v2, s and s' are encoded once
 actor reuses the critic's features of s, detached, and the target critics read the online encoder's
 features of s' (no target encoder). On one CPU thread an encoder forward is about a tenth of an
 update, so each one saved counts; the features' one-step staleness is far below the actor's noise.
+
+lad-ts: the actor's reverse chain starts from the priors stored with each transition (LAD-TS's
+(s, a, prior, r, s', prior')): prior for the fresh actions at s, prior' for a' at s'. They are the
+priors the acting policy started from, not the prior as it stands now, as LAD-TS replays them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -82,6 +87,8 @@ class TensorBatch:
     reward: Tensor
     next_obs: dict[str, Tensor]
     done: Tensor
+    prior: Tensor | None = None  # lad-ts: the reverse chain's start at obs
+    next_prior: Tensor | None = None  # and at next_obs
 
     @classmethod
     def from_numpy(cls, batch: TransitionBatch) -> TensorBatch:
@@ -91,7 +98,23 @@ class TensorBatch:
             reward=torch.as_tensor(batch.reward, dtype=torch.float32),
             next_obs=as_tensors(batch.next_obs),
             done=torch.as_tensor(batch.done, dtype=torch.float32),
+            prior=_optional_tensor(batch.prior),
+            next_prior=_optional_tensor(batch.next_prior),
         )
+
+
+def _optional_tensor(values: np.ndarray | None) -> Tensor | None:
+    return None if values is None else torch.as_tensor(values, dtype=torch.float32)
+
+
+def chain_starts(agent: Agent, batch: TensorBatch) -> tuple[Tensor | None, Tensor | None]:
+    """(prior, next_prior) for the actor's chain: the stored ones for lad-ts, (None, None) otherwise
+    (noise). A lad-ts batch without priors is refused rather than silently trained from noise."""
+    if not agent.config.uses_prior:
+        return None, None
+    if batch.prior is None or batch.next_prior is None:
+        raise ValueError("lad-ts updates need the priors stored with the transitions (with_priors buffer)")
+    return batch.prior, batch.next_prior
 
 
 def sac_update(
@@ -112,7 +135,8 @@ def sac_update(
 
     # ----- actor: maximise min Q of fresh actions plus entropy --------------------------------------
     state = detached(state)  # the actor does not train the encoder
-    action, log_prob, _ = agent.actor(state, generator=generator)
+    prior, _ = chain_starts(agent, batch)
+    action, log_prob, _ = agent.actor(state, prior=prior, generator=generator)
     with frozen(agent.critic):  # gradients flow through Q to the action, not into the critic
         q1_pi, q2_pi = agent.critic(state, action)
     min_q_pi = torch.min(q1_pi, q2_pi)
@@ -143,7 +167,8 @@ def td_target(agent: Agent, batch: TensorBatch, generator: torch.Generator | Non
     critics."""
     config = agent.config
     next_state = agent.encoder(batch.next_obs)
-    next_action, next_log_prob, _ = agent.actor(next_state, generator=generator)
+    _, next_prior = chain_starts(agent, batch)
+    next_action, next_log_prob, _ = agent.actor(next_state, prior=next_prior, generator=generator)
     q1_next, q2_next = agent.target_critic(next_state, next_action)
     soft_value = torch.min(q1_next, q2_next) - config.alpha * next_log_prob
     return batch.reward + config.gamma * (1.0 - batch.done) * soft_value
@@ -193,6 +218,7 @@ __all__ = [
     "TensorBatch",
     "UpdateStats",
     "build_optimizers",
+    "chain_starts",
     "detached",
     "frozen",
     "sac_update",

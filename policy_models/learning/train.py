@@ -1,10 +1,11 @@
-"""Train a learned scheduler (EAT or an ablation) with SAC on the batched simulator.
+"""Train a learned scheduler (EAT, an ablation, or LAD-TS) with SAC on the batched simulator.
 
 `train(settings)` is the loop; read it top to bottom. Everything it writes goes under `out_dir`:
   tensorboard/                   TensorBoard events (metric names start with train/ eval/ loss/ perf/)
   metrics.csv                    the same scalars, one row per (step, metric)
-  checkpoints/step_000012345/    full and resumable: weights (model.safetensors + config.json), the
-                                 optimisers and torch generator (trainer_state.safetensors + .json),
+  checkpoints/step_000012345/    full and resumable: weights, with lad-ts's action prior
+                                 (model.safetensors + config.json), the optimisers and torch
+                                 generator (trainer_state.safetensors + .json),
                                  the replay buffer(s) (buffer_<i>/)
   best/                          the weights with the best validation utility so far (a policy:
                                  `make_policy("checkpoint:<out_dir>", cfg)` loads it)
@@ -213,13 +214,16 @@ def train(settings: TrainSettings) -> TrainResult:
             # 1. One batched step of one simulator (round-robin over the configs).
             k = progress.iteration % len(sims)
             obs = observations[k]
-            action = choose_actions(agent, obs, progress.env_steps < settings.warmup_steps, generators)
+            warmup = progress.env_steps < settings.warmup_steps
+            prior = current_prior(agent, obs)
+            action, mean_action = choose_actions(agent, obs, warmup, generators, prior)
             result = sims[k].step(action)
             # Time-limit truncation is stored as terminal (done = terminated | truncated): the envs
             # auto-reset, so `result.obs` of a finished env is already the NEXT episode's first
             # observation and must not be bootstrapped from; the truncated state itself is gone.
             done = (result.terminated | result.truncated).astype(np.float32)
-            buffers[k].add(obs, action, result.reward, result.obs, done)
+            next_prior = advance_prior(agent, obs, mean_action, result.obs)
+            buffers[k].add(obs, action, result.reward, result.obs, done, prior, next_prior)
             observations[k] = result.obs
             progress.env_steps += settings.n_envs
             progress.iteration += 1
@@ -234,7 +238,8 @@ def train(settings: TrainSettings) -> TrainResult:
             # 3. Logs, evaluation and checkpoints when their period is crossed.
             now = progress.env_steps
             if crossed(before, now, settings.log_every):
-                logger.log(now, training_metrics(interval, timer.sample(now, progress.updates)))
+                rates = timer.sample(now, progress.updates)
+                logger.log(now, training_metrics(interval, rates) | prior_metrics(agent))
                 interval, logged_at = IntervalLog(), now
             if crossed(before, now, settings.eval_every) and now < settings.total_steps:
                 evaluate_and_keep_best(agent, settings, progress, logger, bar)
@@ -245,7 +250,8 @@ def train(settings: TrainSettings) -> TrainResult:
         # 4. The end: the last training metrics, a last evaluation and a last checkpoint.
         now = progress.env_steps
         if logged_at < now:
-            logger.log(now, training_metrics(interval, timer.sample(now, progress.updates)))
+            rates = timer.sample(now, progress.updates)
+            logger.log(now, training_metrics(interval, rates) | prior_metrics(agent))
         final_utility = evaluate_and_keep_best(agent, settings, progress, logger, bar)
         last_checkpoint = save_training_checkpoint(agent, optimizers, buffers, progress, generators, settings)
     finally:
@@ -282,13 +288,19 @@ def check_cluster_configs(agent: AgentConfig, configs: Sequence[SimConfig]) -> N
     if not agent.uses_attention and len(shapes) > 1:
         raise ValueError(
             f"{agent.algorithm} has a flat encoder sized for one cluster; cross-size training "
-            "needs an attention agent (eat or eat-d)"
+            "needs an attention agent (eat, eat-d or lad-ts)"
         )
 
 
 def new_buffer(cfg: SimConfig, settings: TrainSettings, index: int) -> ReplayBuffer:
     shapes = ObservationSpec.from_config(cfg).shapes
-    return ReplayBuffer(shapes, cfg.action_dim, settings.agent.buffer_capacity, seed=settings.seed + index)
+    return ReplayBuffer(
+        shapes,
+        cfg.action_dim,
+        settings.agent.buffer_capacity,
+        seed=settings.seed + index,
+        with_priors=settings.agent.uses_prior,
+    )
 
 
 def train_env_seeds(seed: int, config_index: int, n_envs: int, start_step: int) -> list[int]:
@@ -298,15 +310,44 @@ def train_env_seeds(seed: int, config_index: int, n_envs: int, start_step: int) 
     return [TRAIN_SEED_OFFSET + int(w) for w in words]
 
 
-def choose_actions(agent: Agent, obs: Observation, warmup: bool, generators: Generators) -> np.ndarray:
-    """Uniform random actions during warm-up, else a sample of the stochastic policy; in [-1, 1]
-    (the simulator clips anyway; the critics clip too, so storing clipped actions changes no Q)."""
+def choose_actions(
+    agent: Agent,
+    obs: Observation,
+    warmup: bool,
+    generators: Generators,
+    prior: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(action, mean action). Uniform random actions during warm-up (no mean action: they are not
+    the policy's), else a sample of the stochastic policy, its reverse chain started from `prior`
+    when given (lad-ts); actions in [-1, 1] (the simulator clips anyway; the critics clip too, so
+    storing clipped actions changes no Q)."""
     batch, action_dim = obs["tasks"].shape[0], 2 + obs["tasks"].shape[1]
     if warmup:
-        return generators.numpy.uniform(-1.0, 1.0, (batch, action_dim)).astype(np.float32)
+        return generators.numpy.uniform(-1.0, 1.0, (batch, action_dim)).astype(np.float32), None
+    start = None if prior is None else torch.from_numpy(prior)
     with torch.inference_mode():
-        action, _, _ = agent.actor(agent.encoder(as_tensors(obs)), generator=generators.torch)
-    return action.clamp(-1.0, 1.0).numpy()
+        action, _, mean_action = agent.actor(
+            agent.encoder(as_tensors(obs)), prior=start, generator=generators.torch
+        )
+    return action.clamp(-1.0, 1.0).numpy(), mean_action.numpy()
+
+
+def current_prior(agent: Agent, obs: Observation) -> np.ndarray | None:
+    """lad-ts: the chain start for `obs` from the prior as it stands; None (noise) otherwise."""
+    return None if agent.prior is None else agent.prior.prior(obs)
+
+
+def advance_prior(
+    agent: Agent, obs: Observation, mean_action: np.ndarray | None, next_obs: Observation
+) -> np.ndarray | None:
+    """lad-ts: write the chain's output back into the prior (as LAD-TS does), then return the prior
+    at s' (the prior' stored with the transition). Warm-up leaves the prior alone: uniform actions
+    say nothing about the policy. None for the other algorithms."""
+    if agent.prior is None:
+        return None
+    if mean_action is not None:
+        agent.prior.update(obs, mean_action)
+    return agent.prior.prior(next_obs)
 
 
 def record_episodes(result: StepResult, progress: Progress, interval: IntervalLog) -> None:
@@ -352,6 +393,14 @@ class Throughput:
 
     def elapsed(self) -> float:
         return max(time.perf_counter() - self.start, 1e-9)
+
+
+def prior_metrics(agent: Agent) -> dict[str, float]:
+    """lad-ts: the share of state buckets whose prior has moved at least once (coverage)."""
+    if agent.prior is None:
+        return {}
+    seen = agent.prior.decision_updates > 0
+    return {"train/prior_buckets_seen": seen.float().mean().item()}
 
 
 def training_metrics(interval: IntervalLog, rates: dict[str, float]) -> dict[str, float]:
@@ -407,7 +456,9 @@ def evaluate_agent(agent: Agent, configs: Sequence[SimConfig], seeds: Sequence[i
     over configs (per-config values are added when there are several)."""
     per_config = []
     for cfg in configs:
-        episodes = first_episodes(LearnedPolicy(cfg, agent.encoder, agent.actor), cfg, seeds)
+        # lad-ts: the policy reads the training prior frozen (LearnedPolicy never updates it).
+        policy = LearnedPolicy(cfg, agent.encoder, agent.actor, agent.prior)
+        episodes = first_episodes(policy, cfg, seeds)
         per_config.append(_episode_means(episodes))
     metrics = {name: float(np.mean([m[name] for m in per_config])) for name in per_config[0]}
     if len(configs) > 1:

@@ -3,6 +3,11 @@
 Evaluation is deterministic (docs/simulator.md, issue 14): the actor's mean path, no sampling, so a
 decision depends only on its own observation. `make_policy("checkpoint:<dir>", cfg)` builds one from a
 checkpoint directory (or a training run's directory: its best/ checkpoint).
+
+lad-ts: the reverse chain starts from the `ActionPrior` of the observation's state bucket instead of
+0. The prior is frozen here (`act` only reads it), so evaluation stays deterministic and a decision
+still depends only on its own observation; training updates it, and a live policy server may choose
+to update it online later (that would make decisions depend on the history served).
 """
 
 from __future__ import annotations
@@ -18,27 +23,33 @@ from torch import nn
 from policy_models.checkpoints import CheckpointError, load_checkpoint, restore_modules
 from policy_models.config import SimConfig
 from policy_models.learning.agents import module_from_description, resolve_checkpoint
+from policy_models.learning.prior import ActionPrior
 from policy_models.nets import FlatEncoder, as_tensors
 from policy_models.obs import OBS_SPEC_VERSION, Observation, ObservationSpec
 from policy_models.policies.base import Policy
 
 POLICY_MODULES = ("encoder", "actor")
+PRIOR_MODULE = "prior"  # present in lad-ts checkpoints only
 
 
 class LearnedPolicy(Policy):
     name = "learned"
 
-    def __init__(self, config: SimConfig, encoder: nn.Module, actor: nn.Module) -> None:
+    def __init__(
+        self, config: SimConfig, encoder: nn.Module, actor: nn.Module, prior: ActionPrior | None = None
+    ) -> None:
         super().__init__(config)
         self.encoder = encoder
         self.actor = actor
+        self.prior = prior  # lad-ts: read, never updated (module docs)
 
     def act(self, obs: Observation) -> np.ndarray:
         # eval() each call: a trainer may share these modules and switch them back to train mode.
         self.encoder.eval()
         self.actor.eval()
+        start = None if self.prior is None else torch.from_numpy(self.prior.prior(obs))
         with torch.inference_mode():
-            _, _, mean_action = self.actor(self.encoder(as_tensors(obs)), deterministic=True)
+            _, _, mean_action = self.actor(self.encoder(as_tensors(obs)), deterministic=True, prior=start)
         return mean_action.clamp(-1.0, 1.0).numpy().astype(np.float32, copy=False)
 
     @classmethod
@@ -49,11 +60,15 @@ class LearnedPolicy(Policy):
         path = resolve_checkpoint(directory, prefer_best=True)
         states, saved = load_checkpoint(path)
         check_compatible(saved, config, path)
-        modules = {name: module_from_description(saved["modules"][name]) for name in POLICY_MODULES}
+        names = [*POLICY_MODULES, *([PRIOR_MODULE] if PRIOR_MODULE in saved["modules"] else [])]
+        modules = {name: module_from_description(saved["modules"][name]) for name in names}
         restore_modules(modules, states)
         if isinstance(modules["encoder"], FlatEncoder):
             check_flat_shapes(modules["encoder"], config, path)
-        policy = cls(config, modules["encoder"], modules["actor"])
+        prior = modules.get(PRIOR_MODULE)
+        if prior is not None and not isinstance(prior, ActionPrior):
+            raise CheckpointError(f"{path}: module {PRIOR_MODULE!r} is a {type(prior).__name__}")
+        policy = cls(config, modules["encoder"], modules["actor"], prior)
         policy.name = f"checkpoint:{path}"
         return policy
 

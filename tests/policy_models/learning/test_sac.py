@@ -24,16 +24,18 @@ SMALL = AgentConfig(
 )
 
 
-def fixed_batch(size: int = 64, seed: int = 0) -> TensorBatch:
-    """Transitions of random actions on the simulator, sampled once."""
+def fixed_batch(size: int = 64, seed: int = 0, with_priors: bool = False) -> TensorBatch:
+    """Transitions of random actions on the simulator, sampled once; with random chain starts
+    (prior, prior') too when `with_priors` (lad-ts)."""
     sim = BatchedClusterSim(CFG, list(range(8)))
-    buffer = ReplayBuffer(sim.spec.shapes, CFG.action_dim, capacity=1024, seed=seed)
+    buffer = ReplayBuffer(sim.spec.shapes, CFG.action_dim, capacity=1024, seed=seed, with_priors=with_priors)
     rng = np.random.default_rng(seed)
     obs = sim.reset()
     for _ in range(16):
         action = rng.uniform(-1, 1, (8, CFG.action_dim)).astype(np.float32)
         result = sim.step(action)
-        buffer.add(obs, action, result.reward, result.obs, (result.terminated | result.truncated))
+        priors = rng.uniform(-1, 1, (2, 8, CFG.action_dim)).astype(np.float32) if with_priors else [None] * 2
+        buffer.add(obs, action, result.reward, result.obs, (result.terminated | result.truncated), *priors)
         obs = result.obs
     return TensorBatch.from_numpy(buffer.sample(size))
 
@@ -58,7 +60,8 @@ def test_one_update_moves_actor_critic_encoder_and_targets_by_exactly_tau(algori
     actor, critic, encoder = snapshot(agent.actor), snapshot(agent.critic), snapshot(agent.encoder)
     target = snapshot(agent.target_critic)
 
-    stats = sac_update(agent, optimizers, fixed_batch(), torch.Generator().manual_seed(0))
+    batch = fixed_batch(with_priors=agent.config.uses_prior)
+    stats = sac_update(agent, optimizers, batch, torch.Generator().manual_seed(0))
 
     assert changed(actor, agent.actor) and changed(critic, agent.critic) and changed(encoder, agent.encoder)
     tau = agent.config.tau
