@@ -7,8 +7,9 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from policy_models import evaluation
 from policy_models.config import SimConfig
@@ -44,14 +45,16 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_eval)
 
 
-# As policy_models.learning.agents.ALGORITHMS, spelled out so that `eat eval` does not load torch.
-TRAIN_ALGORITHMS = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts")
+# policy_models.learning.agents.ALGORITHMS plus "ppo", spelled out so that `eat eval` does not load torch.
+TRAIN_ALGORITHMS = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts", "ppo")
 # The paper's training arrival rate per node count (Section VI-A2).
 PAPER_TRAIN_RATES = {4: 0.05, 8: 0.10, 12: 0.15}
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("train", help="train a learned scheduler (EAT or an ablation) with SAC")
+    p = commands.add_parser(
+        "train", help="train a learned scheduler (SAC family: EAT, ablations, LAD-TS; or PPO)"
+    )
     p.add_argument("--algo", choices=TRAIN_ALGORITHMS, help="default eat (or the resumed run's)")
     p.add_argument("--nodes", type=int, nargs="+", help="node counts; several = cross-size training")
     p.add_argument(
@@ -68,6 +71,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=5_000, help="steps of random actions before updates")
     p.add_argument("--batch-size", type=int, help="SAC batch (default 512)")
     p.add_argument("--updates-per-step", type=float, help="gradient updates per environment step")
+    p.add_argument("--rollout-steps", type=int, help="PPO: batched steps per rollout (default 128)")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint or a run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_train)
@@ -91,42 +95,18 @@ def _train_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Imported here: torch and TensorBoard load only for training.
     from policy_models.checkpoints import CheckpointError
-    from policy_models.learning.agents import AgentConfig
-    from policy_models.learning.train import TrainSettings, train, training_setup_from_checkpoint
+    from policy_models.learning.agents import checkpoint_algorithm
 
-    if args.resume is not None:  # as the checkpoint was trained, unless told otherwise (then checked)
-        agent, saved_configs = training_setup_from_checkpoint(args.resume)
-        agent = dataclasses.replace(agent, algorithm=args.algo or agent.algorithm)
-        configs = _train_configs(args, parser) if args.nodes else list(saved_configs)
-    elif args.nodes is None:
-        parser.error("--nodes is required (unless resuming)")
-    else:
-        agent, configs = AgentConfig(algorithm=args.algo or "eat"), _train_configs(args, parser)
-    overrides = {"batch_size": args.batch_size, "updates_per_step": args.updates_per_step}
+    algorithm = args.algo or (checkpoint_algorithm(args.resume) if args.resume else "eat")
+    build = _ppo_run if algorithm == "ppo" else _sac_run
+    run, settings = build(args, parser, algorithm)
     try:
-        agent = dataclasses.replace(agent, **{k: v for k, v in overrides.items() if v is not None})
-        settings = TrainSettings(
-            sim=tuple(configs),
-            agent=agent,
-            total_steps=args.steps,
-            n_envs=args.envs,
-            seed=args.seed,
-            out_dir=args.out,
-            warmup_steps=args.warmup,
-            eval_every=args.eval_every,
-            checkpoint_every=args.checkpoint_every,
-            resume_from=args.resume,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:
-        parser.error(str(err))
-    try:
-        result = train(settings)
+        result = run(settings)
     except CheckpointError as err:  # a resume that does not fit these settings
         print(f"eat train: {err}", file=sys.stderr)
         return 2
     first, last = settings.eval_seeds[0], settings.eval_seeds[-1]
-    print(f"trained {agent.algorithm}: {result.env_steps} env steps, {result.updates} updates")
+    print(f"trained {algorithm}: {result.env_steps} env steps, {result.updates} updates")
     print(f"  {result.env_steps_per_s:.0f} env steps/s, {result.updates_per_s:.1f} updates/s")
     print(f"  logs: {result.tensorboard_dir} (TensorBoard), {result.csv_path}")
     print(f"  checkpoints: {result.final_checkpoint} (final), {result.best_checkpoint} (best)")
@@ -135,6 +115,65 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"final {result.final_eval_utility:.3f}, best {result.best_eval_utility:.3f}"
     )
     return 0
+
+
+def _run_settings(args: argparse.Namespace, configs: list[SimConfig]) -> dict[str, Any]:
+    """Settings shared by the SAC family's and PPO's training runs."""
+    return dict(
+        sim=tuple(configs),
+        total_steps=args.steps,
+        n_envs=args.envs,
+        seed=args.seed,
+        out_dir=args.out,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        resume_from=args.resume,
+        progress=not args.no_progress,
+    )
+
+
+def _sac_run(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, algorithm: str
+) -> tuple[Callable[[Any], Any], Any]:
+    from policy_models.learning.agents import AgentConfig
+    from policy_models.learning.train import TrainSettings, train, training_setup_from_checkpoint
+
+    if args.resume is not None:  # as the checkpoint was trained, unless told otherwise (then checked)
+        agent, saved_configs = training_setup_from_checkpoint(args.resume)
+        agent = dataclasses.replace(agent, algorithm=algorithm)
+        configs = _train_configs(args, parser) if args.nodes else list(saved_configs)
+    elif args.nodes is None:
+        parser.error("--nodes is required (unless resuming)")
+    else:
+        agent, configs = AgentConfig(algorithm=algorithm), _train_configs(args, parser)
+    overrides = {"batch_size": args.batch_size, "updates_per_step": args.updates_per_step}
+    try:
+        agent = dataclasses.replace(agent, **{k: v for k, v in overrides.items() if v is not None})
+        settings = TrainSettings(agent=agent, warmup_steps=args.warmup, **_run_settings(args, configs))
+    except ValueError as err:
+        parser.error(str(err))
+    return train, settings
+
+
+def _ppo_run(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, algorithm: str
+) -> tuple[Callable[[Any], Any], Any]:
+    from policy_models.learning.ppo import PPOConfig, PPOSettings, ppo_setup_from_checkpoint, train_ppo
+
+    if args.resume is not None:
+        agent, saved_configs = ppo_setup_from_checkpoint(args.resume)
+        configs = _train_configs(args, parser) if args.nodes else list(saved_configs)
+    elif args.nodes is None:
+        parser.error("--nodes is required (unless resuming)")
+    else:
+        agent, configs = PPOConfig(), _train_configs(args, parser)
+    try:
+        if args.rollout_steps is not None:
+            agent = dataclasses.replace(agent, rollout_steps=args.rollout_steps)
+        settings = PPOSettings(agent=agent, **_run_settings(args, configs))
+    except ValueError as err:
+        parser.error(str(err))
+    return train_ppo, settings
 
 
 def _add_bench_sim(bench: argparse._SubParsersAction) -> None:

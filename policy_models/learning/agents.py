@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +282,9 @@ def resolve_checkpoint(path: str | os.PathLike[str], prefer_best: bool) -> Path:
     if not candidates:
         raise FileNotFoundError(f"{directory}: neither a checkpoint nor a training run with checkpoints")
     return candidates[0]
+
+
+def checkpoint_algorithm(path: str | os.PathLike[str]) -> str:
+    """The algorithm a checkpoint (or run directory) was trained with: "ppo" or a SAC-family name."""
+    saved = json.loads((resolve_checkpoint(path, prefer_best=False) / CONFIG_FILE).read_text())
+    return saved.get("algorithm") or saved["agent"]["algorithm"]

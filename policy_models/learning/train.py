@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import safetensors.torch
@@ -451,15 +451,24 @@ def _csv_rows_up_to(path: Path, step: int) -> list[list[str]]:
 
 
 # ----- evaluation --------------------------------------------------------------------------------------
-def evaluate_agent(agent: Agent, configs: Sequence[SimConfig], seeds: Sequence[int]) -> dict[str, float]:
+class ServableAgent(Protocol):
+    """What evaluation needs of an agent (the SAC family's `Agent`, PPO's `PPOAgent`)."""
+
+    encoder: torch.nn.Module
+    actor: torch.nn.Module
+
+
+def evaluate_agent(
+    agent: ServableAgent, configs: Sequence[SimConfig], seeds: Sequence[int]
+) -> dict[str, float]:
     """The deterministic policy's first episode on each seed, per config; eval/utility is the mean
     over configs (per-config values are added when there are several)."""
     per_config = []
     for cfg in configs:
         # lad-ts: the policy reads the training prior frozen (LearnedPolicy never updates it).
-        policy = LearnedPolicy(cfg, agent.encoder, agent.actor, agent.prior)
+        policy = LearnedPolicy(cfg, agent.encoder, agent.actor, getattr(agent, "prior", None))
         episodes = first_episodes(policy, cfg, seeds)
-        per_config.append(_episode_means(episodes))
+        per_config.append(episode_means(episodes))
     metrics = {name: float(np.mean([m[name] for m in per_config])) for name in per_config[0]}
     if len(configs) > 1:
         for cfg, means in zip(configs, per_config, strict=True):
@@ -467,7 +476,7 @@ def evaluate_agent(agent: Agent, configs: Sequence[SimConfig], seeds: Sequence[i
     return metrics
 
 
-def _episode_means(episodes: Sequence[EpisodeStats]) -> dict[str, float]:
+def episode_means(episodes: Sequence[EpisodeStats]) -> dict[str, float]:
     def mean(values: list[float]) -> float:
         finite = [v for v in values if math.isfinite(v)]
         return float(np.mean(finite)) if finite else math.nan

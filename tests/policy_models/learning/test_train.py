@@ -79,7 +79,7 @@ def eat_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
 
 
 def test_every_cli_algorithm_is_an_agent_algorithm() -> None:
-    assert TRAIN_ALGORITHMS == ALGORITHMS
+    assert (*ALGORITHMS, "ppo") == TRAIN_ALGORITHMS
 
 
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "eat"])
@@ -213,3 +213,17 @@ def test_eat_train_command_trains_and_resumes(tmp_path: Path, capsys: pytest.Cap
     assert main([*resumed, "--out", str(out), "--no-progress"]) == 0
     assert "128 env steps" in capsys.readouterr().out
     assert [p.name for p in step_checkpoints(out)] == ["step_000000096", "step_000000128"]
+
+
+def test_the_train_command_runs_and_resumes_ppo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ppo"
+    argv = ["train", "--algo", "ppo", "--nodes", "4", "--rate", "0.05", "--envs", "4", "--seed", "1"]
+    argv += ["--rollout-steps", "8", "--steps", "32", "--eval-every", "0", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "trained ppo: 32 env steps" in capsys.readouterr().out
+
+    # The algorithm comes from the checkpoint when resuming.
+    resumed = ["train", "--resume", str(out), "--steps", "64", "--envs", "4", "--seed", "1"]
+    resumed += ["--rollout-steps", "8", "--eval-every", "0", "--out", str(out), "--no-progress"]
+    assert main(resumed) == 0
+    assert "trained ppo: 64 env steps" in capsys.readouterr().out
