@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_eval(commands)
     _add_train(commands)
+    _add_reports(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
     return parser
@@ -174,6 +175,41 @@ def _ppo_run(
     except ValueError as err:
         parser.error(str(err))
     return train_ppo, settings
+
+
+def _add_reports(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("ship", help="ship a training run's best checkpoint with its card")
+    p.add_argument("run", type=Path, help="a training run directory (holding best/ and metrics.csv)")
+    p.add_argument("--name", required=True, help="directory name under policy_models/checkpoints/")
+    p.add_argument("--row", required=True, help="the docs/results.md row it fills, e.g. eat")
+    p.add_argument("--note", default="", help="a sentence to add to its card")
+    p.add_argument("--root", type=Path, default=Path("policy_models/checkpoints"), help="shipped policies")
+    p.set_defaults(handler=run_ship)
+    p = commands.add_parser("results", help="write docs/results.md (every policy beside the paper)")
+    p.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
+    p.add_argument("--root", type=Path, default=Path("policy_models/checkpoints"), help="shipped policies")
+    p.set_defaults(handler=run_results)
+
+
+def run_ship(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from services.reports.results import ship
+
+    target = ship(args.run, args.name, args.row, args.note, root=args.root)
+    print(f"shipped {args.run} as {target}:")
+    print((target / "CARD.md").read_text().strip())
+    return 0
+
+
+def run_results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from services.reports.results import write_results
+
+    if args.seeds < 2:
+        parser.error("--seeds must be >= 2 (95% intervals)")
+    out = write_results(args.out, evaluation.default_seeds(args.seeds, args.seed_base), root=args.root)
+    print(f"wrote {out}")
+    return 0
 
 
 def _add_bench_sim(bench: argparse._SubParsersAction) -> None:

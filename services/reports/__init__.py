@@ -1,0 +1,1 @@
+"""Documents generated from measurements (docs/results.md)."""

@@ -1,0 +1,64 @@
+"""Shipping a trained run with its card, and docs/results.md built from measurements."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from policy_models.config import paper_config
+from policy_models.learning.agents import AgentConfig
+from policy_models.learning.train import TrainSettings, train
+from services.cli import main
+from services.reports.results import shipped_policies, write_results
+
+torch.set_num_threads(1)
+
+TINY = AgentConfig(
+    algorithm="eat-d", hidden=32, score_hidden=16, d_model=16, attention_ff=32, batch_size=32,
+    updates_per_step=0.25, buffer_capacity=2048,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    settings = TrainSettings(
+        sim=paper_config(4, 0.05), agent=TINY, total_steps=96, n_envs=8, seed=2, out_dir=out,
+        warmup_steps=32, eval_every=48, eval_seeds=(500, 501), checkpoint_every=0, log_every=32,
+        progress=False,
+    )  # fmt: skip
+    train(settings)
+    return out
+
+
+def test_ship_copies_the_best_checkpoint_and_writes_a_card(run_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    argv = ["ship", str(run_dir), "--name", "eat-d-n4", "--row", "eat-d", "--note", "A smoke run."]
+    assert main([*argv, "--root", str(root)]) == 0
+    target = root / "eat-d-n4"
+    card = json.loads((target / "card.json").read_text())
+    assert card["algorithm"] == "eat-d" and card["sizes"] == [4] and card["env_steps"] == 96
+    assert card["wall_s"] > 0 and (target / "model.safetensors").is_file()
+    assert (
+        "eat-d-n4" in (target / "CARD.md").read_text() and "A smoke run." in (target / "CARD.md").read_text()
+    )
+    assert [p.row for p in shipped_policies(root)] == ["eat-d"]
+
+
+def test_results_document_puts_ours_beside_the_paper(run_dir: Path, tmp_path: Path) -> None:
+    from services.reports.results import ship
+
+    root = tmp_path / "checkpoints"
+    ship(run_dir, "eat-d-n4", "eat-d", root=root)
+    out = tmp_path / "docs" / "results.md"
+    write_results(out, seeds=(1000, 1001), root=root, heuristics=("fifo",), configs=[paper_config(4, 0.05)])
+    text = out.read_text()
+    assert "| fifo |" in text and "| eat-d |" in text and "| *paper EAT-D* |" in text
+    assert "| *paper EAT-D* | 0.255 | 0.255 | 0.249" in text  # Table IX, N=4
+    assert "![training curves](img/training_curves.png)" in text
+    assert (out.parent / "img" / "training_curves.png").is_file()
+    latency_rows = [line for line in text.splitlines() if line.startswith("| eat-d-n4 |")]
+    assert latency_rows and float(latency_rows[-1].split("|")[2]) > 0
