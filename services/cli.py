@@ -70,6 +70,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=20_000, help="steps between evaluations (0: end only)")
     p.add_argument("--checkpoint-every", type=int, default=50_000, help="steps between checkpoints")
     p.add_argument("--warmup", type=int, default=5_000, help="steps of random actions before updates")
+    p.add_argument(
+        "--preset",
+        choices=["paper", "cpu-fast"],
+        default="paper",
+        help="SAC family: agent hyperparameters (paper: Tables VII-VIII; cpu-fast: small nets, batch "
+        "128, 5 denoising steps, learned alpha, 3-step returns, for ~30 min on a CPU)",
+    )
+    p.add_argument("--minutes", type=float, help="SAC family: stop after this much wall time")
     p.add_argument("--batch-size", type=int, help="SAC batch (default 512)")
     p.add_argument("--updates-per-step", type=float, help="gradient updates per environment step")
     p.add_argument("--rollout-steps", type=int, help="PPO: batched steps per rollout (default 128)")
@@ -146,11 +154,15 @@ def _sac_run(
     elif args.nodes is None:
         parser.error("--nodes is required (unless resuming)")
     else:
-        agent, configs = AgentConfig(algorithm=algorithm), _train_configs(args, parser)
+        preset = AgentConfig.cpu_fast if args.preset == "cpu-fast" else AgentConfig.paper
+        agent, configs = preset(algorithm), _train_configs(args, parser)
     overrides = {"batch_size": args.batch_size, "updates_per_step": args.updates_per_step}
     try:
         agent = dataclasses.replace(agent, **{k: v for k, v in overrides.items() if v is not None})
-        settings = TrainSettings(agent=agent, warmup_steps=args.warmup, **_run_settings(args, configs))
+        time_limit = None if args.minutes is None else 60.0 * args.minutes
+        settings = TrainSettings(
+            agent=agent, warmup_steps=args.warmup, time_limit_s=time_limit, **_run_settings(args, configs)
+        )
     except ValueError as err:
         parser.error(str(err))
     return train, settings

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,9 @@ from policy_models.obs import GLOBAL_FEATURES, SERVER_FEATURES, TASK_FEATURES, O
 
 Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da", "lad-ts"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+# AgentConfig fields added after checkpoints were first written: left out of `to_dict` while they hold
+# their default (the paper's behaviour), so older checkpoints still compare equal on resume.
+EXTENSION_FIELDS = ("n_step", "learn_alpha", "target_entropy_per_dim", "alpha_lr", "reward_scale")
 # AgentConfig fields only lad-ts reads. Left out of the other algorithms' `to_dict`, so their configs
 # (and the checkpoints written before lad-ts existed) compare equal on resume.
 PRIOR_FIELDS = ("prior_decay", "prior_idle_edges", "prior_queue_edges")
@@ -87,6 +91,18 @@ class AgentConfig:
     # step). Our choice: CPU updates at batch 512 are far slower than simulator steps.
     updates_per_step: float = 0.0625
     max_grad_norm: float | None = None  # None: no clipping (grad norms are still logged)
+    # Extensions (off by default = the paper's SAC; the "cpu-fast" preset turns them on):
+    # n-step returns (D2SAC uses 3): y = sum_k gamma^k r_k + gamma^n (1 - done) V(s_n), the window
+    # cut at episode ends (then done = 1 and nothing is bootstrapped).
+    n_step: int = 1
+    # Learned temperature (SAC v2): alpha = exp(log_alpha) is tuned so the policy's entropy tracks a
+    # target of `target_entropy_per_dim` nats per counted action dimension (execute, steps and the
+    # valid task slots, as log_prob counts them); `alpha` is then its starting value.
+    learn_alpha: bool = False
+    target_entropy_per_dim: float = -1.0
+    alpha_lr: float = 3e-4
+    # Rewards are multiplied by this before they reach the critic (alpha is relative to it).
+    reward_scale: float = 1.0
     # lad-ts's action prior (our choice; `learning.prior` documents the bucket key). At 64 envs, decay
     # 0.99 forgets over about 100 batched steps (6,400 transitions), so it follows the policy's drift.
     prior_decay: float = DEFAULT_DECAY
@@ -103,6 +119,10 @@ class AgentConfig:
         object.__setattr__(self, "prior_queue_edges", tuple(self.prior_queue_edges))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.tau <= 1.0:
             raise ValueError("gamma and tau must lie in [0, 1]")
+        if self.n_step < 1 or self.reward_scale <= 0 or self.alpha_lr <= 0:
+            raise ValueError("need n_step >= 1, reward_scale > 0 and alpha_lr > 0")
+        if self.learn_alpha and self.alpha <= 0:
+            raise ValueError("a learned alpha needs a positive starting alpha")
         if self.alpha < 0 or self.batch_size < 1 or self.buffer_capacity < 1 or self.updates_per_step < 0:
             raise ValueError("need alpha >= 0, batch_size >= 1, buffer_capacity >= 1, updates_per_step >= 0")
 
@@ -125,11 +145,54 @@ class AgentConfig:
         if not self.uses_prior:
             for name in PRIOR_FIELDS:
                 del values[name]
+        defaults = AgentConfig()
+        for name in EXTENSION_FIELDS:
+            if values[name] == getattr(defaults, name):
+                del values[name]
         return values
+
+    @classmethod
+    def paper(cls, algorithm: Algorithm = "eat") -> AgentConfig:
+        """The paper's settings (Tables VII-VIII, D2SAC): the defaults."""
+        return cls(algorithm=algorithm)
+
+    @classmethod
+    def cpu_fast(cls, algorithm: Algorithm = "eat") -> AgentConfig:
+        """A profile for training on a few CPU cores in about 30 minutes.
+
+        Changed from the paper: batch 128 (512 costs ~400 ms an update on one core), 128-unit layers
+        and a 32-wide attention encoder, 5 denoising steps (training and evaluation alike), a learned
+        alpha with a target entropy, 3-step returns and more updates per environment step."""
+        return cls(
+            algorithm=algorithm,
+            hidden=128,
+            d_model=32,
+            attention_ff=64,
+            diffusion_steps=5,
+            batch_size=128,
+            updates_per_step=0.25,
+            n_step=3,
+            learn_alpha=True,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
         return cls(**data)
+
+
+class Temperature(nn.Module):
+    """SAC's learned entropy temperature: alpha = exp(log_alpha), one parameter."""
+
+    def __init__(self, initial_alpha: float = 0.05) -> None:
+        super().__init__()
+        self.initial_alpha = initial_alpha
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha)))
+
+    def config(self) -> dict[str, Any]:
+        return dict(initial_alpha=self.initial_alpha)
+
+    def forward(self) -> torch.Tensor:
+        return self.log_alpha.exp()
 
 
 @dataclass
@@ -142,6 +205,12 @@ class Agent:
     critic: TwinCritic
     target_critic: TwinCritic
     prior: ActionPrior | None = None  # lad-ts only
+    temperature: Temperature | None = None  # learn_alpha only
+
+    @property
+    def alpha(self) -> float:
+        """The entropy temperature now: learned, or the config's fixed value."""
+        return self.config.alpha if self.temperature is None else float(self.temperature().detach())
 
     def modules(self) -> dict[str, nn.Module]:
         """Every module by its checkpoint name (the prior's buffers too, so checkpoints keep it)."""
@@ -153,6 +222,8 @@ class Agent:
         }
         if self.prior is not None:
             modules["prior"] = self.prior
+        if self.temperature is not None:
+            modules["temperature"] = self.temperature
         return modules
 
     def train(self, mode: bool = True) -> None:
@@ -176,7 +247,8 @@ def build_agent(config: AgentConfig, obs_spec: ObservationSpec, seed: int = 0) -
             **layout,
         )
     prior = build_prior(config) if config.uses_prior else None
-    return Agent(config, encoder, actor, critic, _frozen_copy(critic), prior)
+    temperature = Temperature(config.alpha) if config.learn_alpha else None
+    return Agent(config, encoder, actor, critic, _frozen_copy(critic), prior, temperature)
 
 
 def build_prior(config: AgentConfig) -> ActionPrior:
@@ -237,7 +309,15 @@ def _frozen_copy(critic: TwinCritic) -> TwinCritic:
 # ----- rebuilding modules from a checkpoint's JSON --------------------------------------------------
 MODULE_CLASSES: dict[str, type[nn.Module]] = {
     cls.__qualname__: cls
-    for cls in (AttentionEncoder, FlatEncoder, DiffusionActor, GaussianActor, TwinCritic, ActionPrior)
+    for cls in (
+        AttentionEncoder,
+        FlatEncoder,
+        DiffusionActor,
+        GaussianActor,
+        TwinCritic,
+        ActionPrior,
+        Temperature,
+    )
 }
 
 

@@ -5,11 +5,13 @@ critic:  y = r + gamma * (1 - done) * (min(Q1', Q2')(s', a') - alpha * log pi(a'
 actor:   L_pi = E[alpha * log pi(a~|s) - min(Q1, Q2)(s, a~)],  a~ ~ pi(.|s) reparameterised  (eq. 15)
 targets: theta' <- (1 - tau) theta' + tau theta                                       (eq. 22)
 
-The temperature alpha is fixed (Table VIII), not learned. The encoder is shared and trained by the
-critic loss only (see `agents` for why). As in DrQ-v2, s and s' are encoded once each per update: the
-actor reuses the critic's features of s, detached, and the target critics read the online encoder's
-features of s' (no target encoder). On one CPU thread an encoder forward is about a tenth of an
-update, so each one saved counts; the features' one-step staleness is far below the actor's noise.
+The temperature alpha is fixed (Table VIII) unless config.learn_alpha (SAC v2's automatic tuning:
+L(log_alpha) = -log_alpha * (log pi + target entropy), see `target_entropy`). The encoder is shared
+and trained by the critic loss only (see `agents` for why). As in DrQ-v2, s and s' are encoded once
+each per update: the actor reuses the critic's features of s, detached, and the target critics read
+the online encoder's features of s' (no target encoder). On one CPU thread an encoder forward is
+about a tenth of an update, so each one saved counts; the features' one-step staleness is far below
+the actor's noise.
 
 lad-ts: the actor's reverse chain starts from the priors stored with each transition (LAD-TS's
 (s, a, prior, r, s', prior')): prior for the fresh actions at s, prior' for a' at s'. They are the
@@ -44,6 +46,7 @@ class UpdateStats:
     entropy_estimate: float  # -log_prob_mean: a one-sample Monte-Carlo estimate of the policy entropy
     critic_grad_norm: float  # before clipping
     actor_grad_norm: float
+    alpha: float = 0.0  # the entropy temperature used (learned or fixed)
 
     def metrics(self) -> dict[str, float]:
         """Named for the logs: losses under loss/, the rest under train/."""
@@ -61,9 +64,13 @@ class Optimizers:
 
     actor: torch.optim.Optimizer
     critic: torch.optim.Optimizer
+    alpha: torch.optim.Optimizer | None = None  # learn_alpha only
 
     def named(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": self.actor, "critic": self.critic}
+        named = {"actor": self.actor, "critic": self.critic}
+        if self.alpha is not None:
+            named["alpha"] = self.alpha
+        return named
 
 
 def build_optimizers(agent: Agent) -> Optimizers:
@@ -75,6 +82,9 @@ def build_optimizers(agent: Agent) -> Optimizers:
             agent.actor.parameters(), lr=config.actor_lr, weight_decay=config.weight_decay
         ),
         critic=torch.optim.AdamW(critic_params, lr=config.critic_lr, weight_decay=config.weight_decay),
+        alpha=None
+        if agent.temperature is None
+        else torch.optim.Adam(agent.temperature.parameters(), lr=config.alpha_lr),
     )
 
 
@@ -140,8 +150,17 @@ def sac_update(
     with frozen(agent.critic):  # gradients flow through Q to the action, not into the critic
         q1_pi, q2_pi = agent.critic(state, action)
     min_q_pi = torch.min(q1_pi, q2_pi)
-    actor_loss = (config.alpha * log_prob - min_q_pi).mean()
+    alpha = agent.alpha
+    actor_loss = (alpha * log_prob - min_q_pi).mean()
     actor_grad_norm = _step(optimizers.actor, actor_loss, agent.actor.parameters(), config)
+
+    # ----- temperature (learn_alpha): match the entropy to its target -------------------------------
+    if agent.temperature is not None and optimizers.alpha is not None:
+        target = target_entropy(config, state, action)
+        alpha_loss = -(agent.temperature.log_alpha * (log_prob.detach() + target)).mean()
+        optimizers.alpha.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        optimizers.alpha.step()
 
     # ----- target critics follow the online ones slowly ----------------------------------------------
     soft_update(agent.target_critic, agent.critic, config.tau)
@@ -156,22 +175,35 @@ def sac_update(
         entropy_estimate=-log_prob_mean,
         critic_grad_norm=critic_grad_norm,
         actor_grad_norm=actor_grad_norm,
+        alpha=alpha,
     )
+
+
+def target_entropy(config: AgentConfig, state: EncodedState, action: Tensor) -> Tensor:
+    """Per-sample entropy target: target_entropy_per_dim times the counted action dimensions (execute,
+    steps and the valid task slots, the ones log_prob sums over), shape (B,)."""
+    if state.task_valid is None:
+        counted = torch.full(action.shape[:1], float(action.shape[1]))
+    else:
+        counted = 2.0 + state.task_valid.to(action.dtype).sum(-1)
+    return config.target_entropy_per_dim * counted
 
 
 @torch.no_grad()
 def td_target(agent: Agent, batch: TensorBatch, generator: torch.Generator | None = None) -> Tensor:
     """y = r + gamma * (1 - done) * (min(Q1', Q2')(s', a') - alpha * log pi(a'|s')), a' ~ pi(.|s').
 
-    One encoding of s' serves both the online actor (there is no target actor, V-C3) and the target
-    critics."""
+    With n-step returns (config.n_step = n) the stored r is already sum_k gamma^k r_k and s' is n
+    steps ahead, so gamma becomes gamma^n; r is multiplied by config.reward_scale. One encoding of s'
+    serves both the online actor (there is no target actor, V-C3) and the target critics."""
     config = agent.config
     next_state = agent.encoder(batch.next_obs)
     _, next_prior = chain_starts(agent, batch)
     next_action, next_log_prob, _ = agent.actor(next_state, prior=next_prior, generator=generator)
     q1_next, q2_next = agent.target_critic(next_state, next_action)
-    soft_value = torch.min(q1_next, q2_next) - config.alpha * next_log_prob
-    return batch.reward + config.gamma * (1.0 - batch.done) * soft_value
+    soft_value = torch.min(q1_next, q2_next) - agent.alpha * next_log_prob
+    discount = config.gamma**config.n_step
+    return config.reward_scale * batch.reward + discount * (1.0 - batch.done) * soft_value
 
 
 @torch.no_grad()

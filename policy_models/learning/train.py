@@ -88,8 +88,13 @@ class TrainSettings:
     log_every: int = 2_048
     resume_from: Path | None = None
     progress: bool = True
+    # Stop (evaluate, checkpoint) after this many wall seconds of the session, even before
+    # total_steps; None: no limit. For fixed-compute budgets, e.g. the CPU profile's 30 minutes.
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ValueError("time_limit_s must be positive (or None)")
         if self.total_steps < 1 or self.n_envs < 1 or not self.eval_seeds or self.keep_checkpoints < 1:
             raise ValueError("need total_steps >= 1, n_envs >= 1, eval seeds and keep_checkpoints >= 1")
         check_cluster_configs(self.agent, self.sims)
@@ -186,6 +191,7 @@ def train(settings: TrainSettings) -> TrainResult:
     optimizers = build_optimizers(agent)
     progress, generators = Progress(), Generators.seeded(settings.seed)
     buffers = [new_buffer(cfg, settings, index) for index, cfg in enumerate(configs)]
+    windows = [NStepWindow(settings.agent.n_step, settings.agent.gamma) for _ in configs]
     if settings.resume_from is not None:
         progress, generators, buffers = resume(settings, agent, optimizers, buffers)
     start_step = progress.env_steps
@@ -209,7 +215,8 @@ def train(settings: TrainSettings) -> TrainResult:
         dynamic_ncols=True,
     )
     try:
-        while progress.env_steps < settings.total_steps:
+        deadline = math.inf if settings.time_limit_s is None else time.monotonic() + settings.time_limit_s
+        while progress.env_steps < settings.total_steps and time.monotonic() < deadline:
             before = progress.env_steps
             # 1. One batched step of one simulator (round-robin over the configs).
             k = progress.iteration % len(sims)
@@ -223,7 +230,9 @@ def train(settings: TrainSettings) -> TrainResult:
             # observation and must not be bootstrapped from; the truncated state itself is gone.
             done = (result.terminated | result.truncated).astype(np.float32)
             next_prior = advance_prior(agent, obs, mean_action, result.obs)
-            buffers[k].add(obs, action, result.reward, result.obs, done, prior, next_prior)
+            transition = windows[k].push(obs, action, result.reward, result.obs, done, prior, next_prior)
+            if transition is not None:
+                buffers[k].add(*transition)
             observations[k] = result.obs
             progress.env_steps += settings.n_envs
             progress.iteration += 1
@@ -277,6 +286,79 @@ def train(settings: TrainSettings) -> TrainResult:
 
 
 # ----- the loop's steps --------------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    """One batched step waiting for its n-step return."""
+
+    obs: Observation
+    action: np.ndarray
+    prior: np.ndarray | None
+    ret: np.ndarray  # discounted reward so far, per env
+    closed: np.ndarray  # bool per env: the episode ended inside the window (no bootstrap)
+    age: int = 0  # rewards added so far
+
+
+class NStepWindow:
+    """Turns one-step transitions of B auto-resetting envs into n-step ones (D2SAC's n-step returns).
+
+    A batched step (s_t, a_t) is emitted n batched steps later as (s_t, a_t, sum_k gamma^k r_{t+k},
+    s_{t+n}, done): done = 1 where an env's episode ended inside the window, whose return stops at that
+    reward (the rewards after it belong to the next episode) and is not bootstrapped (its s_{t+n} is
+    then some state of the next episode, never read). Every bootstrapped transition is exactly n steps
+    long, so the TD target discounts by gamma^n (`sac.td_target`). n = 1 passes transitions through
+    unchanged. Steps still waiting when training stops (at most n - 1) are not stored, and a resumed
+    run starts an empty window."""
+
+    def __init__(self, n: int, gamma: float) -> None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self.n, self.gamma = n, gamma
+        self.pending: list[_Pending] = []
+
+    def push(
+        self,
+        obs: Observation,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: Observation,
+        done: np.ndarray,
+        prior: np.ndarray | None = None,
+        next_prior: np.ndarray | None = None,
+    ) -> tuple[Any, ...] | None:
+        """Add one batched step; returns the (obs, action, return, next_obs, done, prior, next_prior)
+        batch that became complete, or None while the window fills."""
+        if self.n == 1:
+            return obs, action, reward, next_obs, done, prior, next_prior
+        reward = np.asarray(reward, dtype=np.float32)
+        ended = np.asarray(done) > 0
+        self.pending.append(
+            _Pending(
+                {name: np.array(value, copy=True) for name, value in obs.items()},
+                np.array(action, copy=True),
+                None if prior is None else np.array(prior, copy=True),
+                np.zeros_like(reward),
+                np.zeros(reward.shape, dtype=bool),
+            )
+        )
+        for entry in self.pending:
+            live = ~entry.closed
+            entry.ret += np.where(live, self.gamma**entry.age * reward, 0.0).astype(np.float32)
+            entry.closed |= live & ended
+            entry.age += 1
+        if self.pending[0].age < self.n:
+            return None
+        first = self.pending.pop(0)
+        return (
+            first.obs,
+            first.action,
+            first.ret,
+            next_obs,
+            first.closed.astype(np.float32),
+            first.prior,
+            next_prior,
+        )
+
+
 def check_cluster_configs(agent: AgentConfig, configs: Sequence[SimConfig]) -> None:
     """One action size for all configs (the policy is loaded against it); one observation shape
     when the agent is flat (its input layer is sized for one cluster)."""
