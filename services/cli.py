@@ -15,6 +15,7 @@ from policy_models import evaluation
 from policy_models.config import SimConfig
 from policy_models.policies import is_known_policy, policy_names
 from policy_models.profiles import PROFILES
+from services import stack_cli
 from services.bench import sim as sim_bench
 
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_train(commands)
     _add_reports(commands)
+    stack_cli.add_commands(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
     return parser

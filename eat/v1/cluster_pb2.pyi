@@ -43,15 +43,19 @@ class QueuedTask(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., waiting_s: _Optional[float] = ..., patches: _Optional[int] = ..., model: _Optional[str] = ..., qos: _Optional[_Union[_common_pb2.Qos, _Mapping]] = ...) -> None: ...
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("now_s", "servers", "queue", "total_queued", "taken_at")
+    __slots__ = ("now_s", "servers", "queue", "total_queued", "taken_at", "arrived", "launched")
     NOW_S_FIELD_NUMBER: _ClassVar[int]
     SERVERS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_QUEUED_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AT_FIELD_NUMBER: _ClassVar[int]
+    ARRIVED_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHED_FIELD_NUMBER: _ClassVar[int]
     now_s: float
     servers: _containers.RepeatedCompositeFieldContainer[ServerState]
     queue: _containers.RepeatedCompositeFieldContainer[QueuedTask]
     total_queued: int
     taken_at: _timestamp_pb2.Timestamp
-    def __init__(self, now_s: _Optional[float] = ..., servers: _Optional[_Iterable[_Union[ServerState, _Mapping]]] = ..., queue: _Optional[_Iterable[_Union[QueuedTask, _Mapping]]] = ..., total_queued: _Optional[int] = ..., taken_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    arrived: int
+    launched: int
+    def __init__(self, now_s: _Optional[float] = ..., servers: _Optional[_Iterable[_Union[ServerState, _Mapping]]] = ..., queue: _Optional[_Iterable[_Union[QueuedTask, _Mapping]]] = ..., total_queued: _Optional[int] = ..., taken_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., arrived: _Optional[int] = ..., launched: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,35 @@
+"""Aggregator settings (EAT_* environment variables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.settings import ServiceSettings, SettingsError, env_name
+
+
+@dataclass(frozen=True)
+class AggregatorSettings(ServiceSettings):
+    policy_target: str = "127.0.0.1:50051"  # the policy server (gRPC host:port); "" = local policy only
+    decide_timeout_s: float = 0.5
+    fallback_policy: str = "reuse"  # decides locally while the policy server is unreachable
+    nodes: int = 4  # the cluster size the policy's observation is built for
+    models: tuple[str, ...] = ("sd-v1-4",)
+    models_per_server: int = 2
+    profile: str = "reference"
+    heartbeat_timeout_s: float = 3.0  # wall seconds without a heartbeat before an executor is down
+    orphan_grace_s: float = 5.0  # wall seconds a dispatched gang may show no sign of the task
+    no_capacity_after_s: float = 30.0  # a task bigger than the live cluster fails after this long
+    max_attempts: int = 3
+    recheck_s: float = 5.0  # model seconds: ask the policy again after a wait with nothing happening
+    rendezvous_port_base: int = 29500  # rank 0 serves the gang's TCP store on base + (n % span)
+    rendezvous_port_span: int = 100
+    rendezvous_timeout_s: float = 30.0
+    episode_tasks: int = 32  # live episode windows for the observation's progress features
+    episode_time_s: float = 1024.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_attempts < 1:
+            raise SettingsError(f"{env_name('max_attempts')} must be >= 1")
+        if self.nodes < 1:
+            raise SettingsError(f"{env_name('nodes')} must be >= 1")

@@ -1,0 +1,1 @@
+"""Ingest: validates task submissions and admits them (python -m services.ingest)."""

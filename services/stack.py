@@ -1,0 +1,190 @@
+"""The whole stack as local processes: `eat up`, the demo, the pipeline benchmark and the integration
+tests start it here.
+
+Each service runs as `python -m services.<name>` with its settings in EAT_* variables and its log in
+`<log_dir>/<name>.log`. Start-up waits until every service is serving: the policy server answers
+gRPC health checks and every bus service consumes its queue. Stopping sends SIGTERM (services finish
+the message at hand; unacked deliveries go back to the broker) and kills what has not exited after a
+grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pika
+import pika.exceptions
+
+from services.common import topology
+from services.policy_server.client import PolicyClient
+
+
+class StackError(RuntimeError):
+    """The stack could not start (a service exited or did not become ready in time)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class StackConfig:
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    executors: int = 4
+    time_scale: float = 100.0  # sim executors: simulated seconds per wall second
+    policy: str = "reuse"  # what the policy server serves
+    fallback_policy: str = "reuse"
+    models: tuple[str, ...] = ("sd-v1-4",)
+    profile: str = "reference"
+    max_resident_models: int = 2
+    work_dir: Path = Path("out/stack")  # state, results and logs go below
+    grpc_port: int = 0  # 0: a free port
+    log_level: str = "info"
+    with_evaluator: bool = True
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service name
+
+    @property
+    def executor_ids(self) -> list[str]:
+        return [f"edge-{i}" for i in range(self.executors)]
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        if config.grpc_port == 0:
+            config.grpc_port = free_port()
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.log_dir = config.work_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # ----- services ------------------------------------------------------------------------------
+    def service_names(self) -> list[str]:
+        names = ["policy_server", "ingest", "aggregator"]
+        if self.config.with_evaluator:
+            names.append("evaluator")
+        return names + [f"executor:{i}" for i in self.config.executor_ids]
+
+    def env_for(self, name: str) -> dict[str, str]:
+        c = self.config
+        env = {
+            "EAT_AMQP_URL": c.amqp_url,
+            "EAT_LOG_FORMAT": "json",
+            "EAT_LOG_LEVEL": c.log_level,
+            "EAT_STATE_DIR": str(c.work_dir / "state"),
+            "EAT_RESULT_STORE": str(c.work_dir / "results"),
+            "EAT_TIME_SCALE": str(c.time_scale),
+            "EAT_MODELS": ",".join(c.models),
+            "EAT_RECONNECT_MAX_S": "1.0",
+        }
+        module = name.split(":")[0]
+        if module == "policy_server":
+            env |= {"EAT_GRPC_PORT": str(c.grpc_port), "EAT_GRPC_HOST": "127.0.0.1", "EAT_POLICY": c.policy}
+            env |= {"EAT_NODES": str(c.executors), "EAT_PROFILE": c.profile}
+        elif module == "aggregator":
+            env |= {"EAT_POLICY_TARGET": f"127.0.0.1:{c.grpc_port}", "EAT_NODES": str(c.executors)}
+            env |= {"EAT_FALLBACK_POLICY": c.fallback_policy, "EAT_PROFILE": c.profile}
+        elif module == "executor":
+            env |= {"EAT_EXECUTOR_ID": name.split(":")[1], "EAT_PROFILE": c.profile}
+            env |= {"EAT_MAX_RESIDENT_MODELS": str(c.max_resident_models)}
+        return env | c.extra_env.get(module, {}) | c.extra_env.get(name, {})
+
+    def start_service(self, name: str) -> subprocess.Popen:
+        module = name.split(":")[0]
+        env = {**os.environ, **self.env_for(name), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        log = (self.log_dir / f"{name.replace(':', '-')}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{module}"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes[name] = process
+        return process
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        for name in self.service_names():
+            self.start_service(name)
+        self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float = 90.0, names: list[str] | None = None) -> None:
+        """Block until the named services (default: all) serve; StackError if one exits or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        pending = set(names or self.processes)
+        while pending:
+            for name in list(pending):
+                process = self.processes[name]
+                if process.poll() is not None:
+                    raise StackError(f"{name} exited with {process.returncode}; see {self.log_path(name)}")
+                if self._ready(name):
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise StackError(f"not ready after {timeout_s:.0f} s: {sorted(pending)}")
+            time.sleep(0.2)
+
+    def _ready(self, name: str) -> bool:
+        module = name.split(":")[0]
+        if module == "policy_server":
+            client = PolicyClient(f"127.0.0.1:{self.config.grpc_port}", timeout_s=0.5)
+            try:
+                return client.healthy()
+            finally:
+                client.close()
+        queue = {
+            "ingest": topology.INGEST_QUEUE.name,
+            "aggregator": topology.AGGREGATOR_RESULTS.name,
+            "evaluator": topology.EVALUATOR_RESULTS.name,
+        }.get(module) or topology.executor_queue(name.split(":")[-1]).name
+        return self.consumers(queue) > 0
+
+    def consumers(self, queue: str) -> int:
+        """Consumers of `queue` now (0 when it does not exist)."""
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(self.config.amqp_url))
+        except pika.exceptions.AMQPConnectionError:
+            return 0
+        try:
+            return connection.channel().queue_declare(queue, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name.replace(':', '-')}.log"
+
+    # ----- faults and shutdown -------------------------------------------------------------------
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes[name]
+        process.send_signal(sig)
+        process.wait(timeout=30)
+
+    def stop(self, grace_s: float = 10.0) -> dict[str, int]:
+        """SIGTERM everything (clients' entry first, the policy last), wait, kill stragglers; exit codes."""
+        first = ("ingest", "aggregator")
+        order = sorted(self.processes, key=lambda n: first.index(n) if n in first else len(first))
+        for name in order:
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        codes = {}
+        for name, process in self.processes.items():
+            try:
+                codes[name] = process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
