@@ -132,7 +132,7 @@ class ObservationSpec:
         reuse_cost = (self.group_setup_s if self.warm else 0.0) / TIME_SCALE_S
         rows = {}
         for k in range(1, self.max_patches + 1):
-            for model in range(1, MAX_MODELS + 1):
+            for model in range(0, MAX_MODELS + 1):  # 0: a model the catalogue does not know
                 static = static_task_tokens(np.array(k), np.array(model), self).tolist()
                 for reusable in (False, True):
                     row = list(static)
