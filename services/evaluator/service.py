@@ -1,0 +1,128 @@
+"""The evaluator's bus wiring: consume TaskResults, publish QualityReports, batch real images.
+
+Simulated results are answered inside the handler, so their delivery is acked only after the report
+is confirmed. Real images wait up to `batch_window_s` (or until `batch_size` are waiting) and are
+scored from a bus timer; their deliveries are acked on arrival, because the Bus acks when the handler
+returns. A crash inside that short window loses those reports (shutdown flushes them first).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+
+from eat.v1 import executor_pb2
+from services.common import topology
+from services.common.bus import CONNECTION_ERRORS, Bus, Delivery
+from services.common.topology import Queue
+from services.evaluator import metrics
+from services.evaluator.convert import report_to_proto, request_from_proto
+from services.evaluator.core import (
+    EvalRequest,
+    QualityOutcome,
+    Route,
+    Scorer,
+    evaluate_batch,
+    pass_through,
+    route,
+)
+from services.evaluator.settings import EvaluatorSettings
+
+log = structlog.get_logger("evaluator")
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class EvaluatorService:
+    """Call `start()` before `bus.run()`; `request_shutdown()` from anywhere."""
+
+    def __init__(
+        self,
+        settings: EvaluatorSettings,
+        bus: Bus,
+        scorer: Scorer,
+        *,
+        queue: Queue = topology.EVALUATOR_RESULTS,  # tests consume a private queue instead
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.scorer = scorer
+        self.queue = queue
+        self._pending: list[EvalRequest] = []
+        self._unsent: deque[QualityOutcome] = deque()  # scored, not yet confirmed by the broker
+        self._flush_timer: Cancellable | None = None
+        self._shutdown_requested = False
+
+    def start(self) -> None:
+        self.bus.consume(self.queue, self.on_result)
+
+    def on_result(self, delivery: Delivery) -> None:
+        request = request_from_proto(delivery.parse(executor_pb2.TaskResult))
+        kind = route(request)
+        if kind is Route.IGNORE:
+            metrics.IGNORED.inc()
+            return
+        if kind is Route.PASS_THROUGH:
+            self._publish(pass_through(request, datetime.now(UTC)))
+            return
+        self._pending.append(request)
+        if len(self._pending) >= self.settings.batch_size:
+            self._schedule_flush(0.0)  # scored from a timer, so a lost publish never replays this handler
+        elif self._flush_timer is None:
+            self._schedule_flush(self.settings.batch_window_s)
+
+    def _schedule_flush(self, delay_s: float) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self._flush_timer = self.bus.call_later(delay_s, self.flush)
+
+    def flush(self) -> None:
+        """Score one batch and publish its reports. Safe to rerun after a lost connection: reports
+        already scored are published, not scored again."""
+        self._flush_timer = None
+        if not self._unsent and self._pending:
+            batch = self._pending[: self.settings.batch_size]
+            del self._pending[: self.settings.batch_size]
+            self._unsent.extend(evaluate_batch(self.scorer, batch, self.settings.result_store))
+            metrics.BATCH_SIZE.observe(len(batch))
+            log.info("scored a batch", images=len(batch))
+        while self._unsent:
+            self._publish(self._unsent[0])
+            self._unsent.popleft()
+        if self._pending:
+            self._schedule_flush(0.0)
+
+    def _publish(self, outcome: QualityOutcome) -> None:
+        key = topology.quality_key(outcome.task_id)
+        self.bus.publish(topology.QUALITY.name, key, report_to_proto(outcome))
+        if outcome.error:
+            metrics.REPORTS.labels("error").inc()
+            log.warning("could not score an image", task_id=outcome.task_id, error=outcome.error)
+        elif outcome.simulated:
+            metrics.REPORTS.labels("simulated").inc()
+        else:
+            metrics.REPORTS.labels("scored").inc()
+            metrics.EVAL_SECONDS.observe(outcome.eval_s)
+
+    # ----- shutdown --------------------------------------------------------------------------------
+    def request_shutdown(self) -> None:
+        """Flush waiting images, then stop (safe from a signal handler); a second request stops at once."""
+        if self._shutdown_requested:
+            self.bus.stop()
+            return
+        self._shutdown_requested = True
+        self.bus.call_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        try:
+            while self._pending or self._unsent:
+                self.flush()
+        except CONNECTION_ERRORS as err:
+            log.warning("lost the broker while flushing; reports not sent", error=repr(err))
+        finally:
+            self.bus.stop()

@@ -1,0 +1,48 @@
+"""Settings of the executor service, read from EAT_* environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from policy_models.profiles import get_profile
+from services.common.settings import ServiceSettings, SettingsError, env_name
+
+RUNNERS = ("sim",)  # "diffusers" joins when the real runner lands
+
+
+@dataclass(frozen=True)
+class ExecutorSettings(ServiceSettings):
+    """One executor = one GPU server; times are simulated seconds unless a name says wall."""
+
+    executor_id: str = "edge-0"
+    runner: str = "sim"
+    speed_factor: float = 1.0  # relative speed of this server; the reference profile is 1.0
+    max_resident_models: int = 2
+    profile: str = "reference"  # timing profile name (policy_models.profiles)
+    models: tuple[str, ...] = ("sd-v1-4",)  # model names this executor can load
+    models_dir: Path = Path("models")  # where a real runner finds <model>/ weights (unused by "sim")
+    heartbeat_s: float = 0.5  # wall seconds between heartbeats
+    status_s: float = 2.0  # wall seconds between periodic full statuses
+    host: str = "127.0.0.1"
+    device: str = "sim"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.executor_id or "." in self.executor_id or "#" in self.executor_id:
+            # The id is a routing-key word: dots and wildcards would break the topic bindings.
+            raise SettingsError(f"{env_name('executor_id')} must be non-empty without '.' or '#'")
+        if self.runner not in RUNNERS:
+            raise SettingsError(f"{env_name('runner')} must be one of {RUNNERS}, got {self.runner!r}")
+        if self.speed_factor <= 0:
+            raise SettingsError(f"{env_name('speed_factor')} must be > 0, got {self.speed_factor}")
+        if self.max_resident_models < 1:
+            raise SettingsError(f"{env_name('max_resident_models')} must be >= 1")
+        if not self.models:
+            raise SettingsError(f"{env_name('models')} must name at least one model")
+        if self.heartbeat_s <= 0 or self.status_s <= 0:
+            raise SettingsError(f"{env_name('heartbeat_s')} and {env_name('status_s')} must be > 0")
+        try:
+            get_profile(self.profile)
+        except ValueError as err:
+            raise SettingsError(f"{env_name('profile')}: {err}") from err
