@@ -225,3 +225,23 @@ class LiveScheduler:
     def decide(self, snapshot: Snapshot) -> Decision:
         action = self.policy.act(observe(snapshot, self.cfg, self.catalog))[0]
         return decode(action, snapshot, self.cfg)
+
+
+def snapshot_from_view(view: ClusterView, catalog: ModelCatalog, visible_queue: int) -> Snapshot:
+    """A live snapshot of a simulated cluster state (servers edge-<n>, tasks t<slot>): benchmarks and
+    tests feed the live path with the simulator's states."""
+    servers = tuple(
+        ServerInfo(
+            server_id=f"edge-{n}",
+            idle=view.idle[n],
+            remaining_s=view.remaining_s[n],
+            resident_models=tuple(catalog.names[m - 1] for m in view.resident[n]),
+            speed=view.speed[n],
+        )
+        for n in range(len(view.idle))
+    )
+    queue = tuple(
+        TaskInfo(f"t{j}", view.task_waiting_s[j], view.task_patches[j], catalog.names[view.task_model[j] - 1])
+        for j in range(min(len(view.task_patches), visible_queue))
+    )
+    return Snapshot(view.now, servers, queue, view.n_waiting, view.n_arrived, view.n_launched)

@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack_cli.add_commands(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
+    _add_bench_pipeline(bench)
     return parser
 
 
@@ -235,6 +236,46 @@ def _add_bench_sim(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=sim_bench.ACTION_SEED, help="action and env seed")
     p.add_argument("--json", type=Path, help="write the report here (default: print it)")
     p.set_defaults(handler=run_bench_sim)
+
+
+def _add_bench_pipeline(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser("pipeline", help="end-to-end tasks/s through the stack and Decide latency")
+    p.add_argument("--amqp-url", help="default: a fresh local vhost eat-bench (rabbitmqctl)")
+    p.add_argument("--tasks", type=int, default=2000)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--executors", type=int, default=4)
+    p.add_argument("--policy", default="reuse", help="policy served during the throughput run")
+    p.add_argument("--decide-policy", default="", help="Decide latency (default: EAT, paper architecture)")
+    p.add_argument("--work-dir", type=Path, default=Path("out/bench-pipeline"))
+    p.add_argument("--json", type=Path, help="write the report here (default: print it)")
+    p.set_defaults(handler=run_bench_pipeline)
+
+
+def run_bench_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from services.bench import pipeline
+    from services.common import vhost
+
+    def bench(amqp_url: str) -> dict:
+        settings = pipeline.PipelineSettings(
+            amqp_url, args.work_dir, args.tasks, args.warmup, args.executors, args.policy, args.decide_policy
+        )
+        return pipeline.run_pipeline_bench(settings)
+
+    if args.amqp_url:
+        report = bench(args.amqp_url)
+    elif vhost.can_manage():
+        with vhost.temporary("eat-bench") as url:
+            report = bench(url)
+    else:
+        parser.error("no rabbitmqctl to make a clean vhost: pass --amqp-url")
+    print(pipeline.format_report(report))
+    text = json.dumps(report, indent=2) + "\n"
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text)
+    else:
+        print(text)
+    return 0 if report["lost"] == 0 else 1
 
 
 def _eval_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[SimConfig]:

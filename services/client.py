@@ -15,6 +15,7 @@ import pika
 from google.protobuf.message import Message
 
 from eat.v1 import tasks_pb2
+from services.common.bus import Bus
 from services.common.topology import INGEST, SUBMIT_KEY
 
 EVENT_TYPES: dict[str, tuple[str, type[Message]]] = {
@@ -43,6 +44,7 @@ class TaskEvent:
 
 class Client:
     def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
         self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
@@ -55,6 +57,17 @@ class Client:
         if not submission.reply_to:
             submission.reply_to = self.reply_queue
         self.publish_raw(submission.SerializeToString(), submission.DESCRIPTOR.full_name)
+
+    def submit_many(self, submissions: list[tasks_pb2.TaskSubmission]) -> None:
+        """Publish many submissions back to back and wait once for all their confirms (load tests)."""
+        for submission in submissions:
+            if not submission.reply_to:
+                submission.reply_to = self.reply_queue
+        publisher = Bus(self.amqp_url, queues=())  # one per batch: an idle connection would miss heartbeats
+        try:
+            publisher.publish_many((INGEST.name, SUBMIT_KEY, s) for s in submissions)
+        finally:
+            publisher.close()
 
     def publish_raw(self, body: bytes, type_name: str = "") -> None:
         """Any bytes to ingest (tests use it for malformed messages)."""

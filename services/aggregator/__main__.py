@@ -46,7 +46,8 @@ def build(settings: AggregatorSettings, bus: Bus) -> Aggregator:
         journal,
         fallback,
         policy,
-        recheck_wall_s=settings.recheck_s / settings.time_scale,
+        recheck_wall_s=max(settings.recheck_s / settings.time_scale, settings.min_recheck_wall_s),
+        starvation_s=settings.starvation_s,
         rendezvous_timeout_s=settings.rendezvous_timeout_s,
     )
 

@@ -29,7 +29,7 @@ from services.aggregator.core import (
 )
 from services.aggregator.journal import Journal
 from services.common import convert
-from services.common.bus import Bus, Delivery, NotRouted, Reject
+from services.common.bus import Bus, Delivery, Reject
 from services.common.convert import epoch_s, snapshot_to_proto, task_from_submission, timestamp
 from services.common.domain import QualityResult
 from services.common.events import publish_client_event
@@ -53,6 +53,10 @@ DECISIONS = Counter(
 )
 FALLBACKS = Counter("eat_aggregator_policy_fallback_total", "Decisions made by the local fallback policy")
 TERMINALS = Counter("eat_aggregator_terminal_total", "Tasks ended, by outcome", ["outcome"])
+GUARDED = Counter(
+    "eat_aggregator_starvation_overrides_total",
+    "Waits overridden by the fallback because a startable task had waited past the starvation limit",
+)
 QUEUE_LENGTH = Gauge("eat_aggregator_queue_length", "Tasks waiting to be scheduled")
 DECIDE_SECONDS = Histogram(
     "eat_aggregator_decide_seconds",
@@ -73,12 +77,14 @@ class Aggregator:
         *,
         recheck_wall_s: float,
         rendezvous_timeout_s: float = 30.0,
+        starvation_s: float = float("inf"),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.core, self.bus, self.journal = core, bus, journal
         self.fallback, self.policy = fallback, policy
         self.recheck_wall_s, self.clock = recheck_wall_s, clock
         self.rendezvous_timeout_s = rendezvous_timeout_s
+        self.starvation_s = starvation_s
         self.early_quality: dict[tuple[str, int], QualityResult] = {}
         self.episode_id = f"live-{int(clock())}"
         self.policy_down = False
@@ -179,6 +185,13 @@ class Aggregator:
         self.last_signature = None  # re-arm on the next change
 
     def _ask(self, snapshot: Snapshot) -> tuple[Decision, int]:
+        decision, version = self._ask_policy(snapshot)
+        if not decision.execute and starving(snapshot, self.starvation_s):
+            GUARDED.inc()
+            return self.fallback.decide(snapshot), 0
+        return decision, version
+
+    def _ask_policy(self, snapshot: Snapshot) -> tuple[Decision, int]:
         if self.policy is not None:
             try:
                 reply = self.policy.decide(snapshot)
@@ -221,12 +234,18 @@ class Aggregator:
         )
         for rank, member in enumerate(effect.placement.server_ids):
             message = messages.gang_dispatch(effect, rank, self.clock(), self.rendezvous_timeout_s)
-            try:
-                self.bus.publish(DISPATCH.name, dispatch_key(member), message, mandatory=True)
-            except NotRouted:
-                # No queue for that executor (it was never started or was deleted): fail the attempt.
-                self.core.executor_unreachable(member, self.clock())
-                return
+            self.bus.publish(
+                DISPATCH.name,
+                dispatch_key(member),
+                message,
+                mandatory=True,
+                on_unroutable=lambda member=member: self._unroutable(member),
+            )
+
+    def _unroutable(self, executor_id: str) -> None:
+        """No queue for that executor (never started, or deleted): it is gone; its attempt is retried."""
+        self.core.executor_unreachable(executor_id, self.clock())
+        self._settle()
 
     def _completed(self, effect: TaskDone) -> None:
         record = effect.record
@@ -271,3 +290,9 @@ class Aggregator:
         snapshot = snapshot_to_proto(self.core.snapshot(self.clock()), taken_at=self.clock())
         headers = {f"x-eat-{state}": count for state, count in self.core.counts().items()}
         self.bus.publish(EVENTS.name, SNAPSHOT_KEY, snapshot, headers=headers)
+
+
+def starving(snapshot: Snapshot, limit_s: float) -> bool:
+    """A visible task that could start now (enough idle servers) has waited at least `limit_s`."""
+    idle = sum(s.idle for s in snapshot.servers)
+    return any(t.waiting_s >= limit_s and t.patches <= idle for t in snapshot.queue)

@@ -21,6 +21,10 @@ class AggregatorSettings(ServiceSettings):
     no_capacity_after_s: float = 30.0  # a task bigger than the live cluster fails after this long
     max_attempts: int = 3
     recheck_s: float = 5.0  # model seconds: ask the policy again after a wait with nothing happening
+    min_recheck_wall_s: float = 0.02  # ...but never sooner than this (wall), even at a large time_scale
+    # Guardrail: a task that could start but has waited this long (model seconds) is started by the
+    # fallback policy when the policy says wait, so a policy that keeps waiting cannot starve tasks.
+    starvation_s: float = 120.0
     rendezvous_port_base: int = 29500  # rank 0 serves the gang's TCP store on base + (n % span)
     rendezvous_port_span: int = 100
     rendezvous_timeout_s: float = 30.0

@@ -1,13 +1,21 @@
-"""The message bus on pika: publisher confirms, manual acks, dead-lettering with a reason, timers and
-reconnect with backoff. One `Bus` per process, driven by `run()` on one thread (pika is not
-thread-safe; other threads hand work over with `call_threadsafe`).
+"""The message bus on pika: asynchronous publisher confirms, acks after confirms, dead-lettering with a
+reason, timers and reconnect with backoff. One `Bus` per process, driven by `run()` on one thread (pika
+is not thread-safe; other threads hand work over with `call_threadsafe`).
 
-Ack semantics: a handler that returns normally has its message acked. A handler that raises `Reject`
-(malformed or invalid input) has its message republished to the dead-letter exchange with the reason
-in the `x-eat-reason` header, then acked. Any other exception is a bug or a failed dependency: the
-message is dead-lettered with the exception as its reason (never silently dropped). A lost broker
-connection leaves the message unacked, so the broker redelivers it after the reconnect: handlers must
-be idempotent (at-least-once delivery).
+Ack semantics: a handler that returns normally has its message acked once every message it published
+is confirmed by the broker (consume-transform-produce without a blocking round trip per publish). A
+handler that raises `Reject` (malformed or invalid input) has its message republished to the
+dead-letter exchange with the reason in the `x-eat-reason` header, and acked once that is confirmed.
+Any other exception is a bug or a failed dependency: the message is dead-lettered with the exception as
+its reason (never silently dropped).
+
+Publishing never blocks inside the loop: each message waits in an outbox until the broker confirms it.
+A nacked message is sent again; after a lost connection every unconfirmed message is sent again on the
+new one, so nothing a service decided to publish is lost (at-least-once: receivers drop duplicates).
+Deliveries not yet acked when a connection drops are redelivered by the broker.
+
+Outside `run()` (tools and tests), `publish` waits for its own confirm and raises `NotRouted` for a
+mandatory message no queue took; inside the loop, `on_unroutable` is called instead.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
 )
 CONTENT_TYPE = "application/x-protobuf"
+PUBLISH_ID_HEADER = "x-eat-publish-id"  # matches a returned (unroutable) message to its publish
+SYNC_CONFIRM_TIMEOUT_S = 30.0
 
 
 class Reject(Exception):
@@ -104,14 +114,37 @@ class _Consumer:
     handler: Handler
 
 
+@dataclass
+class _Outgoing:
+    """A message in the outbox until the broker confirms it."""
+
+    publish_id: int
+    exchange: str
+    routing_key: str
+    body: bytes
+    props: pika.BasicProperties
+    mandatory: bool
+    on_unroutable: Callable[[], None] | None
+    parent: tuple[int, int] | None  # (connection generation, delivery tag) acked after the confirm
+    returned: bool = False
+
+
+@dataclass
+class _Inflight:
+    """A delivery whose handler ran; acked when its published messages are all confirmed."""
+
+    children: set[int] = field(default_factory=set)
+    handled: bool = False
+
+
 class Bus:
-    """A broker connection with declared topology, consumers, timers and confirmed publishing."""
+    """A broker connection with declared topology, consumers, timers and an outbox."""
 
     def __init__(
         self,
         url: str,
         *,
-        prefetch: int = 64,
+        prefetch: int = 256,
         reconnect_max_s: float = 5.0,
         queues: Iterable[Queue] = QUEUES,
     ) -> None:
@@ -126,8 +159,20 @@ class Bus:
         self._stop = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
-        self._generation = 0  # bumps on every (re)connection: acks of older deliveries are void
+        self._generation = 0  # bumps on every (re)connection: deliveries of older ones are void
         self.connections = 0
+        self._publish_ids = itertools.count(1)
+        self._unconfirmed: dict[int, _Outgoing] = {}  # by channel sequence number
+        self._unsent: list[_Outgoing] = []  # published while disconnected
+        self._by_id: dict[int, _Outgoing] = {}
+        self._next_seq = 1
+        self._confirms: list[tuple[bool, int, bool]] = []  # (ack?, seq, multiple) from pika's I/O
+        self._inflight: dict[tuple[int, int], _Inflight] = {}
+        self._current: tuple[int, int] | None = None  # the delivery whose handler is running
+        self._settled: list[int] = []  # delivery tags ready to ack (current connection)
+        self._loop_thread: int | None = None
+        self._wake_pending = False
+        self._batching = False  # publish_many: do not wait for each confirm
 
     # ----- set-up ----------------------------------------------------------------------------------
     def declare(self, *queues: Queue) -> None:
@@ -169,7 +214,8 @@ class Bus:
 
     # ----- connection ------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Connect (retrying with backoff until it works or `stop()`), declare, start consumers."""
+        """Connect (retrying with backoff until it works or `stop()`), declare, start consumers, and
+        send again whatever the outbox holds."""
         delay = 0.1
         while not self._stop.is_set():
             try:
@@ -189,12 +235,15 @@ class Bus:
         params.connection_attempts = 1
         connection = pika.BlockingConnection(params)
         channel = connection.channel()
-        channel.confirm_delivery()
+        self._enable_confirms(connection, channel)
+        channel.add_on_return_callback(self._on_returned)
         channel.basic_qos(prefetch_count=self.prefetch)
         for exchange in EXCHANGES:
             channel.exchange_declare(exchange.name, exchange_type=exchange.kind, durable=True)
         self._connection, self._channel = connection, channel
         self._generation += 1
+        self._inflight.clear()  # deliveries of the old connection come back by redelivery
+        self._settled.clear()
         for q in self._queues.values():
             self._declare_queue(q)
         for consumer in self._consumers:
@@ -204,6 +253,35 @@ class Bus:
             log.info("reconnected to the broker", connections=self.connections + 1)
         self.connections += 1
         metrics.CONNECTED.set(1)
+        self._resend_outbox()
+
+    def _enable_confirms(self, connection: pika.BlockingConnection, channel: Any) -> None:
+        """Confirm mode on the channel with our own ack/nack callback, so publishing does not wait
+        for each confirm (pika's blocking channel would). The callback only records; the loop settles
+        confirms after pika's I/O returns, never inside it."""
+        self._next_seq = 1
+        self._confirms.clear()
+        selected = threading.Event()
+
+        def on_confirm(frame: Any) -> None:
+            method = frame.method
+            ack = isinstance(method, pika.spec.Basic.Ack)
+            self._confirms.append((ack, method.delivery_tag, bool(method.multiple)))
+            if not self._wake_pending:
+                # process_data_events returns only for its own events: queue one so the loop wakes
+                # and settles this confirm now instead of at its next timeout.
+                self._wake_pending = True
+                connection.add_callback_threadsafe(self._woken)
+
+        channel._impl.confirm_delivery(ack_nack_callback=on_confirm, callback=lambda _: selected.set())
+        deadline = time.monotonic() + 10.0
+        while not selected.is_set():
+            if time.monotonic() > deadline:
+                raise pika.exceptions.AMQPConnectionError("confirm mode was not acknowledged")
+            connection.process_data_events(time_limit=0.01)
+
+    def _woken(self) -> None:
+        self._wake_pending = False
 
     def _declare_queue(self, q: Queue) -> None:
         self._channel.queue_declare(q.name, durable=True, arguments=q.declare_arguments())
@@ -214,7 +292,7 @@ class Bus:
         generation = self._generation
 
         def on_message(channel: Any, method: Any, props: Any, body: bytes) -> None:
-            self._deliver(consumer, channel, method, props, body, generation)
+            self._deliver(consumer, method, props, body, generation)
 
         self._channel.basic_consume(consumer.queue.name, on_message, auto_ack=False)
 
@@ -233,9 +311,7 @@ class Bus:
         metrics.CONNECTED.set(0)
 
     # ----- consuming -------------------------------------------------------------------------------
-    def _deliver(
-        self, consumer: _Consumer, channel: Any, method: Any, props: Any, body: bytes, generation: int
-    ) -> None:
+    def _deliver(self, consumer: _Consumer, method: Any, props: Any, body: bytes, generation: int) -> None:
         delivery = Delivery(
             queue=consumer.queue.name,
             type_name=props.type or "",
@@ -246,7 +322,10 @@ class Bus:
             reply_to=props.reply_to or "",
             correlation_id=props.correlation_id or "",
         )
+        key = (generation, method.delivery_tag)
+        inflight = self._inflight.setdefault(key, _Inflight())
         started = time.perf_counter()
+        self._current = key
         try:
             consumer.handler(delivery)
         except Reject as err:
@@ -256,10 +335,35 @@ class Bus:
         except Exception as err:
             log.exception("handler failed; dead-lettering the message", queue=delivery.queue)
             self.dead_letter(delivery, f"handler error: {err!r}")
-        if generation == self._generation:
-            channel.basic_ack(method.delivery_tag)
+        finally:
+            self._current = None
+        inflight.handled = True
+        self._ack_if_settled(key)
         metrics.MESSAGES_CONSUMED.labels(delivery.queue, delivery.type_name).inc()
         metrics.HANDLER_SECONDS.labels(delivery.queue).observe(time.perf_counter() - started)
+
+    def _ack_if_settled(self, key: tuple[int, int]) -> None:
+        inflight = self._inflight.get(key)
+        if inflight is None or not inflight.handled or inflight.children:
+            return
+        del self._inflight[key]
+        if key[0] == self._generation:
+            self._settled.append(key[1])
+
+    def _flush_acks(self) -> None:
+        """Ack settled deliveries, many per frame: one `multiple` ack covers every tag below the oldest
+        delivery still in flight (acks are a large share of a busy consumer's frames)."""
+        if not self._settled or self._channel is None:
+            return
+        waiting = [tag for generation, tag in self._inflight if generation == self._generation]
+        oldest = min(waiting, default=None)
+        below = [t for t in self._settled if oldest is None or t < oldest]
+        if below:
+            self._channel.basic_ack(max(below), multiple=True)
+        for tag in self._settled:
+            if oldest is not None and tag > oldest:
+                self._channel.basic_ack(tag)
+        self._settled.clear()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Republish the original bytes to the dead-letter exchange with the reason in its headers."""
@@ -286,9 +390,10 @@ class Bus:
         correlation_id: str = "",
         reply_to: str = "",
         mandatory: bool = False,
+        on_unroutable: Callable[[], None] | None = None,
     ) -> None:
-        """Publish persistently and wait for the broker's confirm. `mandatory`: raise `NotRouted`
-        when no queue takes it. Connection errors propagate (the run loop reconnects)."""
+        """Publish persistently through the outbox. `mandatory`: a message no queue takes is reported
+        to `on_unroutable` (in the loop) or raises `NotRouted` (outside it)."""
         self._publish_raw(
             exchange,
             routing_key,
@@ -298,6 +403,7 @@ class Bus:
             correlation_id=correlation_id,
             reply_to=reply_to,
             mandatory=mandatory,
+            on_unroutable=on_unroutable,
         )
 
     def _publish_raw(
@@ -311,9 +417,11 @@ class Bus:
         correlation_id: str = "",
         reply_to: str = "",
         mandatory: bool = False,
+        on_unroutable: Callable[[], None] | None = None,
     ) -> None:
-        if self._channel is None:
-            raise pika.exceptions.AMQPConnectionError("not connected")
+        publish_id = next(self._publish_ids)
+        if mandatory:
+            headers = {**(headers or {}), PUBLISH_ID_HEADER: publish_id}
         props = pika.BasicProperties(
             content_type=CONTENT_TYPE,
             delivery_mode=pika.DeliveryMode.Persistent,
@@ -323,37 +431,150 @@ class Bus:
             reply_to=reply_to or None,
             timestamp=int(time.time()),
         )
+        out = _Outgoing(
+            publish_id, exchange, routing_key, body, props, mandatory, on_unroutable, self._current
+        )
+        self._by_id[publish_id] = out
+        if self._channel is None:
+            if not self._in_loop():
+                self.connect()
+            else:
+                self._unsent.append(out)
+                return
+        self._send(out)
+        if not self._in_loop() and not self._batching:
+            self._wait_confirmed([out])
+
+    def _send(self, out: _Outgoing) -> None:
+        seq = self._next_seq
+        self._next_seq += 1
+        self._unconfirmed[seq] = out
+        if out.parent is not None and out.parent in self._inflight:
+            self._inflight[out.parent].children.add(out.publish_id)
+        self._channel.basic_publish(
+            out.exchange, out.routing_key, out.body, out.props, mandatory=out.mandatory
+        )
+
+    def _resend_outbox(self) -> None:
+        """After a reconnect: every unconfirmed or unsent message goes out again, in order."""
+        pending = [self._unconfirmed[s] for s in sorted(self._unconfirmed)] + self._unsent
+        self._unconfirmed, self._unsent = {}, []
+        for out in pending:
+            out.parent = None  # its delivery belonged to the old connection and will be redelivered
+            self._send(out)
+        if pending:
+            log.info("resent unconfirmed messages", count=len(pending))
+
+    def _on_returned(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        publish_id = (props.headers or {}).get(PUBLISH_ID_HEADER)
+        out = self._by_id.get(publish_id) if isinstance(publish_id, int) else None
+        if out is None:
+            return
+        out.returned = True
+        if out.on_unroutable is not None and self._in_loop():
+            out.on_unroutable()
+        elif self._in_loop():
+            log.warning("unroutable message dropped", exchange=out.exchange, routing_key=out.routing_key)
+
+    def _settle_confirms(self) -> None:
+        """Apply the confirms pika's I/O recorded: forget confirmed messages, resend nacked ones, ack
+        deliveries whose outputs are all confirmed."""
+        while self._confirms:
+            ack, tag, multiple = self._confirms.pop(0)
+            seqs = [s for s in self._unconfirmed if s <= tag] if multiple else [tag]
+            for seq in seqs:
+                out = self._unconfirmed.pop(seq, None)
+                if out is None:
+                    continue
+                if not ack:
+                    log.warning("broker nacked a message; sending it again", exchange=out.exchange)
+                    self._send(out)
+                    continue
+                self._by_id.pop(out.publish_id, None)
+                metrics.MESSAGES_PUBLISHED.labels(out.exchange).inc()
+                if out.parent is not None and out.parent in self._inflight:
+                    self._inflight[out.parent].children.discard(out.publish_id)
+                    self._ack_if_settled(out.parent)
+
+    def _wait_confirmed(self, outs: list[_Outgoing]) -> None:
+        deadline = time.monotonic() + SYNC_CONFIRM_TIMEOUT_S
+        while any(out.publish_id in self._by_id for out in outs):
+            if time.monotonic() > deadline:
+                raise pika.exceptions.AMQPConnectionError("no publisher confirm in time")
+            assert self._connection is not None
+            self._connection.process_data_events(time_limit=0.05)
+            self._settle_confirms()
+        for out in outs:
+            if out.returned:
+                where = f"{out.exchange!r} with key {out.routing_key!r}"
+                raise NotRouted(f"no queue took {out.props.type} on {where}")
+
+    def publish_many(self, messages: Iterable[tuple[str, str, Message]]) -> None:
+        """Outside the loop (load generators, tools): send every (exchange, routing key, message),
+        then wait once for all their confirms."""
+        self._batching = True
         try:
-            self._channel.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
-        except pika.exceptions.UnroutableError as err:
-            raise NotRouted(f"no queue took {type_name} on {exchange!r} with key {routing_key!r}") from err
-        metrics.MESSAGES_PUBLISHED.labels(exchange).inc()
+            before = next(self._publish_ids)
+            for exchange, routing_key, message in messages:
+                self.publish(exchange, routing_key, message)
+        finally:
+            self._batching = False
+        self._wait_confirmed([o for i, o in list(self._by_id.items()) if i > before])
+
+    def _in_loop(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages published and not yet confirmed by the broker."""
+        return len(self._unconfirmed) + len(self._unsent)
 
     # ----- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
         """Serve consumers and timers until `stop()`, reconnecting after any broker loss."""
-        if self._connection is None:
-            self.connect()
-        while not self._stop.is_set():
-            try:
-                self._run_once()
-            except CONNECTION_ERRORS as err:
-                if self._stop.is_set():
-                    break
-                metrics.CONNECTED.set(0)
-                log.warning("lost the broker connection; reconnecting", error=repr(err))
-                self._close_quietly()
+        self._loop_thread = threading.get_ident()
+        try:
+            if self._connection is None:
                 self.connect()
-        self.close()
+            while not self._stop.is_set():
+                try:
+                    self._run_once()
+                except CONNECTION_ERRORS as err:
+                    if self._stop.is_set():
+                        break
+                    metrics.CONNECTED.set(0)
+                    log.warning("lost the broker connection; reconnecting", error=repr(err))
+                    self._close_quietly()
+                    self.connect()
+            self._finish_outbox()
+        finally:
+            self._loop_thread = None
+            self.close()
+
+    def _finish_outbox(self, timeout_s: float = 5.0) -> None:
+        """At shutdown: wait (briefly) for the confirms of what was published, acking what they settle."""
+        deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            while self._unconfirmed and self._connection is not None and time.monotonic() < deadline:
+                self._connection.process_data_events(time_limit=0.02)
+                self._settle_confirms()
+            self._flush_acks()
+        if self.unconfirmed:
+            log.warning("stopping with unconfirmed messages", count=self.unconfirmed)
 
     def _run_once(self) -> None:
         self._drain_handoff()
         self._fire_due_timers()
+        self._settle_confirms()
         wait = 0.2
         if self._timers:
             wait = min(wait, max(0.0, self._timers[0].due - time.monotonic()))
+        if self._confirms or not self._handoff.empty():
+            wait = 0.0
         assert self._connection is not None
         self._connection.process_data_events(time_limit=wait)
+        self._settle_confirms()
+        self._flush_acks()
 
     def _drain_handoff(self) -> None:
         while True:
@@ -361,11 +582,7 @@ class Bus:
                 fn = self._handoff.get_nowait()
             except queue.Empty:
                 return
-            try:
-                fn()
-            except CONNECTION_ERRORS:
-                self._handoff.put(fn)  # run again once reconnected
-                raise
+            fn()
 
     def _fire_due_timers(self) -> None:
         now = time.monotonic()

@@ -4,45 +4,32 @@ their own per test, so leftovers of one test (durable queues, unacked messages) 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from services.common import vhost as vhosts
 from services.stack import Stack, StackConfig
 from services.stack_cli import broker_reachable
-
-BROKER = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def _ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "--quiet", *args], check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture
 def vhost() -> Iterator[str]:
-    if not broker_reachable(BROKER):
+    if not broker_reachable(vhosts.LOCAL_BROKER):
         pytest.fail("RabbitMQ is not running on 127.0.0.1:5672: run scripts/ensure_rabbitmq.sh")
-    if shutil.which("rabbitmqctl") is None:
+    if not vhosts.can_manage():
         pytest.fail("rabbitmqctl is needed to give each integration test its own virtual host")
     name = f"eat-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    _ctl("add_vhost", name)
-    _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    vhosts.create(name)
     yield name
-    _ctl("delete_vhost", name)
+    vhosts.delete(name)
 
 
 @pytest.fixture
 def amqp_url(vhost: str) -> str:
-    return BROKER + vhost
-
-
-def drop_connections(vhost: str) -> None:
-    """Close every client connection of `vhost` at the broker (the services must reconnect)."""
-    _ctl("close_all_connections", "-p", vhost, "integration test: dropping connections")
+    return vhosts.LOCAL_BROKER + vhost
 
 
 @pytest.fixture

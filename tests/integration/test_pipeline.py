@@ -14,8 +14,8 @@ import pytest
 from eat.v1 import common_pb2, tasks_pb2
 from services.client import Client
 from services.common.topology import DEAD_LETTER_QUEUE, REASON_HEADER
+from services.common.vhost import drop_connections
 from services.stack import Stack
-from tests.integration.conftest import drop_connections
 
 pytestmark = pytest.mark.slow
 MODELS = ("sd-a", "sd-b")

@@ -1,0 +1,207 @@
+"""End-to-end pipeline throughput and Decide latency (`eat bench pipeline`).
+
+Throughput: the whole local stack (ingest, aggregator, policy server, evaluator, sim executors) at
+maximum speed (executors finish as soon as they start: time_scale 1e6), a warm-up batch, then `tasks`
+submissions published back to back; tasks/s = tasks / (first submission to last terminal event). Every
+task must end completed or failed: those with no terminal event within the timeout count as lost.
+
+Decide latency: the served policy over gRPC (PolicyClient -> policy server), on snapshots of the
+warm-mode simulator's own states, measured by the caller (network stack, (de)serialisation and the
+policy itself). With no trained checkpoint given, the EAT policy is an untrained agent of the paper's
+architecture (Table VIII: 256-unit layers, 10 denoising steps): latency depends on the architecture,
+not on the weights, and the report says which it was.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eat.v1 import tasks_pb2
+from policy_models.checkpoints import save_checkpoint
+from policy_models.config import SimConfig
+from policy_models.learning.agents import AgentConfig, build_agent
+from policy_models.learning.train import Progress, TrainSettings, checkpoint_config
+from policy_models.live import ModelCatalog, Snapshot, live_config, snapshot_from_view
+from policy_models.obs import ObservationSpec
+from policy_models.policies import make_policy
+from policy_models.sim.env import ClusterEnv
+from services.bench.sim import machine_info
+from services.client import Client
+from services.policy_server.client import PolicyClient
+from services.stack import Stack, StackConfig
+
+MAX_SPEED = 1e6  # simulated seconds per wall second: sim executors finish at once
+MODELS = ("sd-v1-4", "sd-v2-1")
+SEED = 0
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    amqp_url: str
+    work_dir: Path
+    tasks: int = 2_000
+    warmup: int = 100
+    executors: int = 4
+    policy: str = "reuse"  # what the stack's policy server serves during the throughput run
+    decide_policy: str = ""  # Decide latency: "" = EAT, untrained, the paper's architecture
+    decide_samples: int = 2_000
+    timeout_s: float = 300.0
+
+
+def untrained_eat(directory: Path, cfg: SimConfig) -> Path:
+    """An EAT checkpoint of the paper's architecture with seeded random weights."""
+    agent_config = AgentConfig(algorithm="eat")
+    agent = build_agent(agent_config, ObservationSpec.from_config(cfg), seed=SEED)
+    settings = TrainSettings(sim=cfg, agent=agent_config, out_dir=directory, seed=SEED)
+    save_checkpoint(directory, agent.modules(), checkpoint_config(settings, Progress()))
+    return directory
+
+
+def sim_snapshots(cfg: SimConfig, count: int, seed: int = SEED) -> list[Snapshot]:
+    """States the warm-mode simulator visits under the reuse heuristic, as live snapshots."""
+    env, policy = ClusterEnv(cfg), make_policy("reuse", cfg)
+    catalog = ModelCatalog(MODELS[: cfg.n_models])
+    policy.begin(1, seed)
+    obs, _ = env.reset(seed=seed)
+    snapshots = []
+    while len(snapshots) < count:
+        snapshots.append(snapshot_from_view(env.view(), catalog, cfg.visible_queue))
+        batched = {k: v[None] for k, v in obs.items()}
+        obs, _, terminated, truncated, _ = env.step(policy.act(batched)[0])
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return snapshots
+
+
+def measure_decide(target: str, snapshots: list[Snapshot]) -> list[float]:
+    """Milliseconds per Decide call, one call per snapshot, after a short warm-up."""
+    client = PolicyClient(target, timeout_s=5.0)
+    try:
+        for snapshot in snapshots[:50]:
+            client.decide(snapshot)
+        times = []
+        for snapshot in snapshots:
+            started = time.perf_counter()
+            client.decide(snapshot)
+            times.append((time.perf_counter() - started) * 1e3)
+        return times
+    finally:
+        client.close()
+
+
+def _submissions(count: int, prefix: str) -> list[tasks_pb2.TaskSubmission]:
+    return [
+        tasks_pb2.TaskSubmission(
+            task_id=f"{prefix}-{i:06d}",
+            prompt="a benchmark prompt",
+            model=MODELS[i % 2],
+            patches=(1, 2, 4)[i % 3],
+        )
+        for i in range(count)
+    ]
+
+
+def run_pipeline_bench(settings: PipelineSettings) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    cfg = live_config(settings.executors, MODELS)
+    throughput = run_throughput(settings)
+    decide_policy, decide_label = settings.decide_policy, settings.decide_policy
+    if not decide_policy:
+        decide_policy = "checkpoint:" + str(untrained_eat(settings.work_dir / "eat-untrained", cfg))
+        decide_label = "eat (untrained weights, paper architecture)"
+    decide_ms = run_decide_latency(settings, decide_policy, sim_snapshots(cfg, settings.decide_samples))
+    return throughput | {
+        "decide_ms": {
+            "p50": float(np.percentile(decide_ms, 50)),
+            "p99": float(np.percentile(decide_ms, 99)),
+            "mean": statistics.fmean(decide_ms),
+        },
+        "decide_policy": decide_label,
+        "decide_samples": len(decide_ms),
+        "machine": machine_info(),
+    }
+
+
+def run_throughput(settings: PipelineSettings) -> dict[str, Any]:
+    """Warm-up, then `tasks` submissions back to back through the whole stack."""
+    stack = Stack(
+        StackConfig(
+            amqp_url=settings.amqp_url,
+            executors=settings.executors,
+            time_scale=MAX_SPEED,
+            policy=settings.policy,
+            models=MODELS,
+            work_dir=settings.work_dir / "stack",
+            log_level="warning",
+        )
+    )
+    stack.start()
+    try:
+        client = Client(settings.amqp_url)
+        run_id = uuid.uuid4().hex[:6]
+        warm = _submissions(settings.warmup, f"warm-{run_id}")
+        client.submit_many(warm)
+        client.wait({s.task_id for s in warm}, settings.timeout_s)
+        subs = _submissions(settings.tasks, f"bench-{run_id}")
+        started = time.time()
+        client.submit_many(subs)
+        submitted = time.time()
+        done = client.wait({s.task_id for s in subs}, settings.timeout_s)
+        wall_s = max((e.received_at for e in done.values()), default=time.time()) - started
+        client.close()
+    finally:
+        codes = stack.stop()
+    kinds = [e.kind for e in done.values()]
+    return {
+        "tasks": settings.tasks,
+        "completed": kinds.count("completed"),
+        "failed": kinds.count("failed"),
+        "lost": settings.tasks - len(done),
+        "tasks_per_s": len(done) / wall_s,
+        "policy": settings.policy,
+        "executors": settings.executors,
+        "warmup_tasks": settings.warmup,
+        "submit_per_s": settings.tasks / (submitted - started),
+        "wall_s": wall_s,
+        "exit_codes": codes,
+    }
+
+
+def run_decide_latency(settings: PipelineSettings, policy: str, snapshots: list[Snapshot]) -> list[float]:
+    """A policy server process of its own (no hot swap), queried over gRPC from this process."""
+    stack = Stack(
+        StackConfig(
+            amqp_url=settings.amqp_url,
+            executors=settings.executors,
+            policy=policy,
+            models=MODELS,
+            work_dir=settings.work_dir / "decide",
+            log_level="warning",
+            extra_env={"policy_server": {"EAT_HOT_SWAP": "0"}},
+        )
+    )
+    stack.start_service("policy_server")
+    try:
+        stack.wait_ready(60, ["policy_server"])
+        return measure_decide(f"127.0.0.1:{stack.config.grpc_port}", snapshots)
+    finally:
+        stack.stop()
+
+
+def format_report(report: dict[str, Any]) -> str:
+    d = report["decide_ms"]
+    return (
+        f"{report['tasks']} tasks through the stack ({report['executors']} sim executors, policy "
+        f"{report['policy']}): {report['completed']} completed, {report['failed']} failed, "
+        f"{report['lost']} lost; {report['tasks_per_s']:.1f} tasks/s end to end\n"
+        f"Decide over gRPC, {report['decide_policy']} ({report['decide_samples']} calls): "
+        f"p50 {d['p50']:.3f} ms, p99 {d['p99']:.3f} ms"
+    )
