@@ -50,6 +50,7 @@ class StackConfig:
     grpc_port: int = 0  # 0: a free port
     log_level: str = "info"
     with_evaluator: bool = True
+    with_trainer: bool = True
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service name
 
     @property
@@ -71,6 +72,8 @@ class Stack:
         names = ["policy_server", "ingest", "aggregator"]
         if self.config.with_evaluator:
             names.append("evaluator")
+        if self.config.with_trainer:
+            names.append("trainer")
         return names + [f"executor:{i}" for i in self.config.executor_ids]
 
     def env_for(self, name: str) -> dict[str, str]:
@@ -92,6 +95,9 @@ class Stack:
         elif module == "aggregator":
             env |= {"EAT_POLICY_TARGET": f"127.0.0.1:{c.grpc_port}", "EAT_NODES": str(c.executors)}
             env |= {"EAT_FALLBACK_POLICY": c.fallback_policy, "EAT_PROFILE": c.profile}
+        elif module == "trainer":
+            env |= {"EAT_POLICY_DIR": str(c.work_dir / "policies"), "EAT_NODES": str(c.executors)}
+            env |= {"EAT_SERVING_POLICY": c.policy, "EAT_PROFILE": c.profile}
         elif module == "executor":
             env |= {"EAT_EXECUTOR_ID": name.split(":")[1], "EAT_PROFILE": c.profile}
             env |= {"EAT_MAX_RESIDENT_MODELS": str(c.max_resident_models)}
@@ -139,6 +145,7 @@ class Stack:
             "ingest": topology.INGEST_QUEUE.name,
             "aggregator": topology.AGGREGATOR_RESULTS.name,
             "evaluator": topology.EVALUATOR_RESULTS.name,
+            "trainer": topology.TRAINER_EXPERIENCE.name,
         }.get(module) or topology.executor_queue(name.split(":")[-1]).name
         return self.consumers(queue) > 0
 

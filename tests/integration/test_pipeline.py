@@ -160,3 +160,26 @@ def test_services_reconnect_after_the_broker_drops_every_connection(
         assert "reconnected" in stack.log_path(name).read_text(), name
     assert all(p.poll() is None for p in stack.processes.values())
     client.close()
+
+
+def test_an_aggregator_crash_loses_nothing(make_stack, amqp_url: str) -> None:
+    """SIGKILL the aggregator with tasks queued and running; its journal and the durable queues carry
+    every task across the restart. A crash between publishing an event and journaling it may repeat
+    that event (at-least-once), so this checks that no task is lost and none ends two ways."""
+    stack: Stack = make_stack(executors=4, time_scale=200.0, models=MODELS, with_trainer=False)
+    client = Client(amqp_url)
+    subs = [submission(i, "crash") for i in range(40)]
+    client.submit_many(subs)
+    wait_until(lambda: "dispatch" in stack.log_path("aggregator").read_text(), 10, "first dispatches")
+    stack.kill("aggregator", signal.SIGKILL)
+    time.sleep(1.0)
+    stack.start_service("aggregator")
+    stack.wait_ready(60, ["aggregator"])
+    done = client.wait({s.task_id for s in subs}, 120)
+    assert len(done) == 40 and {e.kind for e in done.values()} == {"completed"}
+    kinds_per_task: dict[str, set[str]] = {}
+    for event in client.history:
+        if event.terminal:
+            kinds_per_task.setdefault(event.task_id, set()).add(event.kind)
+    assert all(kinds == {"completed"} for kinds in kinds_per_task.values())
+    client.close()
