@@ -1,5 +1,6 @@
 # EAT Serve: one entry point for newcomers and CI.
-#   make demo  - set up, then evaluate the schedulers on the simulator and print the tables
+#   make demo  - set up, start the stack, replay a paper workload through it and print its table
+#   make eval  - evaluate the schedulers on the simulator and print the paper's tables
 #   make test  - set up, then lint, check the generated contracts and run every test
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint proto-check rabbitmq clean
+.PHONY: setup demo eval test lint proto-check rabbitmq clean
 
 setup: $(STAMP) rabbitmq
 
@@ -23,8 +24,11 @@ rabbitmq:
 	@scripts/ensure_rabbitmq.sh
 
 demo: setup
+	$(BIN)/eat up --workload paper --rate 0.05 --json out/demo/live.json
+
+eval: setup
 	$(BIN)/eat eval --nodes 4 --rates 0.01 0.03 0.05 0.07 0.09 --policies random fifo greedy reuse \
-		--seeds 5 --json out/demo/eval.json --csv out/demo/eval.csv --plots out/demo
+		--seeds 5 --json out/eval/eval.json --csv out/eval/eval.csv --plots out/eval
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,7 +16,10 @@ from urllib.parse import urlparse
 import pika
 
 from eat.v1 import cluster_pb2, common_pb2, tasks_pb2
-from policy_models.evaluation import DEFAULT_SEED_BASE, make_setting
+from policy_models.config import SimConfig
+from policy_models.evaluation import DEFAULT_SEED_BASE, first_episodes, make_setting
+from policy_models.live import live_config
+from policy_models.policies import make_policy
 from services.client import Client
 from services.common.convert import snapshot_from_proto
 from services.common.settings import ServiceSettings
@@ -152,21 +155,39 @@ def run_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _run_workload(args: argparse.Namespace, config: StackConfig) -> int:
-    cfg = make_setting(config.executors, args.rate, "paper", "reference")
+    cfg = live_config(config.executors, config.models, config.max_resident_models, arrival_rate=args.rate)
     tasks = paper_trace(cfg, args.seed, config.models)
-    print(f"replaying a paper workload: {len(tasks)} tasks, rate {args.rate}/s, seed {args.seed}, ")
+    print(f"replaying a paper workload: {len(tasks)} tasks, rate {args.rate}/s, seed {args.seed},")
     print(f"  {config.executors} sim executors at {config.time_scale:g}x, policy {config.policy}")
     client = Client(config.amqp_url)
     try:
         result = replay(client, tasks, config.time_scale, timeout_s=120.0)
     finally:
         client.close()
-    summary = result.summary()
-    print(markdown_summary(summary, f"## Live run (model seconds; wall {summary['wall_s']:.1f} s)"))
+    live = result.summary()
+    twin = simulated_twin(config.policy, cfg, args.seed)
+    print("\n## The live stack and its simulated twin (same workload; times in model seconds)\n")
+    print(markdown_summary({"live stack": live, "simulator": twin}))
+    print(f"\nwall time of the live run: {live['wall_s']:.1f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        args.json.write_text(json.dumps({"live": live, "simulator": twin}, indent=2) + "\n")
     return 0 if not result.lost else 1
+
+
+def simulated_twin(policy: str, cfg: SimConfig, seed: int) -> dict[str, float | int]:
+    """The simulator's run of the same workload and policy (warm mode, the live cluster's shape)."""
+    (stats,) = first_episodes(make_policy(policy, cfg), cfg, [seed])
+    return {
+        "tasks": stats.arrived,
+        "completed": stats.launched,
+        "failed": 0,
+        "lost": stats.unserved,
+        "quality": stats.mean_quality,
+        "response_s": stats.mean_response_s,
+        "reload_rate": stats.reload_rate,
+        "steps": stats.sum_steps / max(stats.launched, 1),
+    }
 
 
 def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -257,7 +278,8 @@ def run_trace_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     finally:
         client.close()
     summary = result.summary()
-    print(markdown_summary(summary, f"## Replay of {args.file} ({time.monotonic() - started:.1f} s wall)"))
+    print(f"## Replay of {args.file} ({time.monotonic() - started:.1f} s wall)\n")
+    print(markdown_summary({"live stack": summary}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -132,9 +132,11 @@ def replay(client: Client, tasks: Sequence[TraceTask], time_scale: float, timeou
     return ReplayResult(list(tasks), terminal, time.monotonic() - started)
 
 
-def markdown_summary(summary: dict[str, float | int], title: str) -> str:
+def markdown_summary(rows: dict[str, dict[str, float | int]]) -> str:
+    """A markdown table of run summaries, one row per named run."""
     keys = ("tasks", "completed", "failed", "lost", "quality", "response_s", "reload_rate", "steps")
-    head = "| " + " | ".join(keys) + " |"
-    rule = "|" + "---|" * len(keys)
-    cells = [f"{summary[k]:.3f}" if isinstance(summary[k], float) else str(summary[k]) for k in keys]
-    return f"{title}\n\n{head}\n{rule}\n| " + " | ".join(cells) + " |"
+    lines = ["| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, summary in rows.items():
+        cells = [f"{summary[k]:.3f}" if isinstance(summary[k], float) else str(summary[k]) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
