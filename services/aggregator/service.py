@@ -289,7 +289,7 @@ class Aggregator:
         """The state `eat status` shows: the snapshot, with task counts in the headers."""
         snapshot = snapshot_to_proto(self.core.snapshot(self.clock()), taken_at=self.clock())
         headers = {f"x-eat-{state}": count for state, count in self.core.counts().items()}
-        self.bus.publish(EVENTS.name, SNAPSHOT_KEY, snapshot, headers=headers)
+        self.bus.publish(EVENTS.name, SNAPSHOT_KEY, snapshot, headers=headers, persistent=False)
 
 
 def starving(snapshot: Snapshot, limit_s: float) -> bool:

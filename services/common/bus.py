@@ -391,9 +391,12 @@ class Bus:
         reply_to: str = "",
         mandatory: bool = False,
         on_unroutable: Callable[[], None] | None = None,
+        persistent: bool = True,
     ) -> None:
-        """Publish persistently through the outbox. `mandatory`: a message no queue takes is reported
-        to `on_unroutable` (in the loop) or raises `NotRouted` (outside it)."""
+        """Publish through the outbox. `mandatory`: a message no queue takes is reported to
+        `on_unroutable` (in the loop) or raises `NotRouted` (outside it). `persistent=False` for
+        state that is sent again anyway (statuses, heartbeats): the broker keeps it in memory only,
+        which costs it far less, and a broker restart loses it."""
         self._publish_raw(
             exchange,
             routing_key,
@@ -404,6 +407,7 @@ class Bus:
             reply_to=reply_to,
             mandatory=mandatory,
             on_unroutable=on_unroutable,
+            persistent=persistent,
         )
 
     def _publish_raw(
@@ -418,13 +422,14 @@ class Bus:
         reply_to: str = "",
         mandatory: bool = False,
         on_unroutable: Callable[[], None] | None = None,
+        persistent: bool = True,
     ) -> None:
         publish_id = next(self._publish_ids)
         if mandatory:
             headers = {**(headers or {}), PUBLISH_ID_HEADER: publish_id}
         props = pika.BasicProperties(
             content_type=CONTENT_TYPE,
-            delivery_mode=pika.DeliveryMode.Persistent,
+            delivery_mode=pika.DeliveryMode.Persistent if persistent else pika.DeliveryMode.Transient,
             type=type_name,
             headers=headers or None,
             correlation_id=correlation_id or None,

@@ -96,7 +96,11 @@ class ExecutorService:
         self.core.begin(dispatch, expected_s, time.monotonic())
         metrics.BUSY.set(1)
         log.info("attempt started", k=dispatch.gang_size, rank=dispatch.rank, expected_s=round(expected_s, 3))
-        self.publish_status()
+        # The aggregator already counts this executor busy from its dispatch; a BUSY status adds the
+        # remaining time, which is worth a message only if the attempt lasts (at maximum simulation
+        # speed these statuses would be a third of all executor traffic).
+        if expected_s / self.settings.time_scale >= self.settings.busy_status_min_s:
+            self.publish_status()
 
     def _refuse(self, dispatch: Dispatch, failure: Failure) -> None:
         log.warning("refusing an attempt", reason=failure.code.value, error=failure.message)
@@ -165,14 +169,14 @@ class ExecutorService:
             reported_at=utc_now(),
         )
         key = topology.status_key(self.settings.executor_id)
-        self.bus.publish(topology.EXECUTORS.name, key, status_to_proto(snapshot))
+        self.bus.publish(topology.EXECUTORS.name, key, status_to_proto(snapshot), persistent=False)
 
     def publish_heartbeat(self) -> None:
         heartbeat = heartbeat_to_proto(
             self.settings.executor_id, self.core.next_sequence(), self.core.incarnation, utc_now()
         )
         key = topology.heartbeat_key(self.settings.executor_id)
-        self.bus.publish(topology.EXECUTORS.name, key, heartbeat)
+        self.bus.publish(topology.EXECUTORS.name, key, heartbeat, persistent=False)
 
     # ----- shutdown --------------------------------------------------------------------------------
     def request_shutdown(self) -> None:

@@ -24,6 +24,7 @@ class ExecutorSettings(ServiceSettings):
     models_dir: Path = Path("models")  # where a real runner finds <model>/ weights (unused by "sim")
     heartbeat_s: float = 0.5  # wall seconds between heartbeats
     status_s: float = 2.0  # wall seconds between periodic full statuses
+    busy_status_min_s: float = 0.2  # wall seconds: shorter attempts publish no BUSY status
     host: str = "127.0.0.1"
     device: str = "sim"
 

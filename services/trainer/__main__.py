@@ -70,7 +70,13 @@ def main() -> int:
         log.error("cannot start the trainer", error=str(err))
         return 1
     bus = Bus(settings.amqp_url, reconnect_max_s=settings.reconnect_max_s)
-    service = TrainerService(trainer, bus, settings.state_dir, save_every_s=settings.save_every_s)
+    service = TrainerService(
+        trainer,
+        bus,
+        settings.state_dir,
+        save_every_s=settings.save_every_s,
+        update_share=settings.update_share,
+    )
     on_shutdown(bus.stop)
     log.info(
         "starting",

@@ -45,9 +45,13 @@ class TrainerService:
         tick_s: float = TICK_S,
         updates_per_tick: int = UPDATES_PER_TICK,
         tick_budget_s: float = TICK_BUDGET_S,
+        update_share: float = 1.0,
     ) -> None:
         self.trainer, self.bus, self.state_dir = trainer, bus, state_dir
         self.updates_per_tick, self.tick_budget_s = updates_per_tick, tick_budget_s
+        if not 0.0 < update_share <= 1.0:
+            raise ValueError(f"update_share must lie in (0, 1], got {update_share}")
+        self.update_share, self.rest_until = update_share, 0.0
         self.evaluating: Candidate | None = None
         self.unannounced: list[Promotion] = []
         pending = trainer.unannounced()  # promoted before a crash, perhaps never published
@@ -77,7 +81,14 @@ class TrainerService:
         self.announce()
         if self.evaluating is not None:
             return  # updates pause while an evaluation runs (module docstring)
+        if time.monotonic() < self.rest_until:
+            return
+        started = time.monotonic()
         done = self.trainer.maybe_update(self.updates_per_tick, self.tick_budget_s)
+        # Duty cycle: rest in proportion to the time spent, so training takes at most `update_share`
+        # of a core and the services it shares a machine with keep the rest.
+        spent = time.monotonic() - started
+        self.rest_until = started + spent / self.update_share
         if done.updates:
             metrics.UPDATES.inc(done.updates)
             self._update_gauges()

@@ -39,6 +39,9 @@ class TrainerSettings(ServiceSettings):
     min_improvement: float = 0.0  # the candidate must beat the serving utility by more than this
     seed: int = 0
     save_every_s: float = 30.0
+    # Largest share of wall time spent on updates (one core): on a machine shared with the serving
+    # path, training must not starve it. 1.0 = update whenever updates are owed.
+    update_share: float = 0.5
 
     @property
     def validation_seeds(self) -> tuple[int, ...]:
@@ -85,5 +88,7 @@ class TrainerSettings(ServiceSettings):
             raise SettingsError(f"{env_name('warmup_transitions')} must not exceed the buffer capacity")
         if self.updates_per_transition < 0:
             raise SettingsError(f"{env_name('updates_per_transition')} must be >= 0")
+        if not 0.0 < self.update_share <= 1.0:
+            raise SettingsError(f"{env_name('update_share')} must lie in (0, 1], got {self.update_share}")
         if not 1 <= self.eval_seeds <= MAX_EVAL_SEEDS:
             raise SettingsError(f"{env_name('eval_seeds')} must be in 1..{MAX_EVAL_SEEDS}")
