@@ -29,7 +29,12 @@ class Journal:
             return
         rows = [(r.task.task_id, r.state, json.dumps(to_json(r))) for r in records]
         self.db.execute("BEGIN")
-        self.db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", rows)
+        # An upsert keeps the row (and its rowid, the order tasks were accepted in) for a later state.
+        upsert = (
+            "INSERT INTO tasks VALUES (?, ?, ?) ON CONFLICT(task_id) "
+            "DO UPDATE SET state = excluded.state, record = excluded.record"
+        )
+        self.db.executemany(upsert, rows)
         self.db.execute("COMMIT")
 
     def unfinished(self) -> list[TaskRecord]:

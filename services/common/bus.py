@@ -129,6 +129,14 @@ class _Outgoing:
     returned: bool = False
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A delivery kept unacked past its handler (see `Bus.hold`)."""
+
+    delivery: tuple[int, int]
+    token: int
+
+
 @dataclass
 class _Inflight:
     """A delivery whose handler ran; acked when its published messages are all confirmed."""
@@ -365,6 +373,23 @@ class Bus:
                 self._channel.basic_ack(tag)
         self._settled.clear()
 
+    def hold(self) -> Hold:
+        """Inside a handler: keep this delivery unacked after the handler returns, until `release`.
+        For consumers that batch (the evaluator): publish the batch's outputs with `on_behalf=hold`,
+        then release, and the delivery is acked once those outputs are confirmed."""
+        if self._current is None:
+            raise RuntimeError("hold() is only meaningful inside a message handler")
+        token = next(self._publish_ids)
+        self._inflight[self._current].children.add(token)
+        return Hold(self._current, token)
+
+    def release(self, hold: Hold) -> None:
+        """End a hold (a no-op for a delivery of an earlier connection: it will be redelivered)."""
+        inflight = self._inflight.get(hold.delivery)
+        if inflight is not None:
+            inflight.children.discard(hold.token)
+            self._ack_if_settled(hold.delivery)
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Republish the original bytes to the dead-letter exchange with the reason in its headers."""
         headers = {**delivery.headers, REASON_HEADER: reason[:1000], SOURCE_HEADER: delivery.queue}
@@ -392,11 +417,15 @@ class Bus:
         mandatory: bool = False,
         on_unroutable: Callable[[], None] | None = None,
         persistent: bool = True,
+        on_behalf: Hold | None = None,
     ) -> None:
-        """Publish through the outbox. `mandatory`: a message no queue takes is reported to
-        `on_unroutable` (in the loop) or raises `NotRouted` (outside it). `persistent=False` for
-        state that is sent again anyway (statuses, heartbeats): the broker keeps it in memory only,
-        which costs it far less, and a broker restart loses it."""
+        """Publish through the outbox.
+
+        `mandatory`: a message no queue takes is reported to `on_unroutable` (in the loop) or raises
+        `NotRouted` (outside it). `persistent=False` for state that is sent again anyway (statuses,
+        heartbeats): the broker keeps it in memory only, which costs it far less, and a broker restart
+        loses it. `on_behalf`: the held delivery this message answers (its ack then waits for this
+        confirm; by default the delivery whose handler is running)."""
         self._publish_raw(
             exchange,
             routing_key,
@@ -408,6 +437,7 @@ class Bus:
             mandatory=mandatory,
             on_unroutable=on_unroutable,
             persistent=persistent,
+            parent=None if on_behalf is None else on_behalf.delivery,
         )
 
     def _publish_raw(
@@ -423,6 +453,7 @@ class Bus:
         mandatory: bool = False,
         on_unroutable: Callable[[], None] | None = None,
         persistent: bool = True,
+        parent: tuple[int, int] | None = None,
     ) -> None:
         publish_id = next(self._publish_ids)
         if mandatory:

@@ -2,8 +2,8 @@
 
 Simulated results are answered inside the handler, so their delivery is acked only after the report
 is confirmed. Real images wait up to `batch_window_s` (or until `batch_size` are waiting) and are
-scored from a bus timer; their deliveries are acked on arrival, because the Bus acks when the handler
-returns. A crash inside that short window loses those reports (shutdown flushes them first).
+scored from a bus timer; their deliveries are held (`Bus.hold`) until their reports are confirmed, so a
+crash inside the batching window loses nothing: the broker redelivers the held results.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import structlog
 
 from eat.v1 import executor_pb2
 from services.common import topology
-from services.common.bus import CONNECTION_ERRORS, Bus, Delivery
+from services.common.bus import CONNECTION_ERRORS, Bus, Delivery, Hold
 from services.common.topology import Queue
 from services.evaluator import metrics
 from services.evaluator.convert import report_to_proto, request_from_proto
@@ -54,6 +54,7 @@ class EvaluatorService:
         self.scorer = scorer
         self.queue = queue
         self._pending: list[EvalRequest] = []
+        self._holds: dict[tuple[str, int], Hold] = {}  # deliveries acked once their report is confirmed
         self._unsent: deque[QualityOutcome] = deque()  # scored, not yet confirmed by the broker
         self._flush_timer: Cancellable | None = None
         self._shutdown_requested = False
@@ -71,6 +72,7 @@ class EvaluatorService:
             self._publish(pass_through(request, datetime.now(UTC)))
             return
         self._pending.append(request)
+        self._holds[request.task_id, request.attempt] = self.bus.hold()
         if len(self._pending) >= self.settings.batch_size:
             self._schedule_flush(0.0)  # scored from a timer, so a lost publish never replays this handler
         elif self._flush_timer is None:
@@ -92,14 +94,18 @@ class EvaluatorService:
             metrics.BATCH_SIZE.observe(len(batch))
             log.info("scored a batch", images=len(batch))
         while self._unsent:
-            self._publish(self._unsent[0])
+            outcome = self._unsent[0]
+            hold = self._holds.pop((outcome.task_id, outcome.attempt), None)
+            self._publish(outcome, hold)
+            if hold is not None:
+                self.bus.release(hold)
             self._unsent.popleft()
         if self._pending:
             self._schedule_flush(0.0)
 
-    def _publish(self, outcome: QualityOutcome) -> None:
+    def _publish(self, outcome: QualityOutcome, hold: Hold | None = None) -> None:
         key = topology.quality_key(outcome.task_id)
-        self.bus.publish(topology.QUALITY.name, key, report_to_proto(outcome))
+        self.bus.publish(topology.QUALITY.name, key, report_to_proto(outcome), on_behalf=hold)
         if outcome.error:
             metrics.REPORTS.labels("error").inc()
             log.warning("could not score an image", task_id=outcome.task_id, error=outcome.error)
