@@ -48,6 +48,7 @@ class StackConfig:
     max_resident_models: int = 2
     work_dir: Path = Path("out/stack")  # state, results and logs go below
     grpc_port: int = 0  # 0: a free port
+    metrics: bool = True  # give every service a free port for Prometheus /metrics
     log_level: str = "info"
     with_evaluator: bool = True
     with_trainer: bool = True
@@ -64,6 +65,7 @@ class Stack:
         if config.grpc_port == 0:
             config.grpc_port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
+        self.metrics_ports: dict[str, int] = {}
         self.log_dir = config.work_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -89,6 +91,9 @@ class Stack:
             "EAT_RECONNECT_MAX_S": "1.0",
         }
         module = name.split(":")[0]
+        if c.metrics:
+            port = self.metrics_ports.setdefault(name, free_port())
+            env["EAT_METRICS_PORT"] = str(port)
         if module == "policy_server":
             env |= {"EAT_GRPC_PORT": str(c.grpc_port), "EAT_GRPC_HOST": "127.0.0.1", "EAT_POLICY": c.policy}
             env |= {"EAT_NODES": str(c.executors), "EAT_PROFILE": c.profile}
