@@ -30,7 +30,7 @@ from services.evaluator.clip_scorer import ClipScorer
 from services.evaluator.service import EvaluatorService
 from services.evaluator.settings import EvaluatorSettings
 from tests.services.evaluator.images import PROMPTS, candidate_images, store_png
-from tests.services.executor.rabbit import (
+from tests.services.rabbit import (
     AMQP_URL,
     QUEUE_EXPIRES_MS,
     Observer,

@@ -24,7 +24,7 @@ from services.common import topology
 from services.common.bus import Bus, Delivery
 from services.executor.service import ExecutorService
 from services.executor.settings import ExecutorSettings
-from tests.services.executor.rabbit import (
+from tests.services.rabbit import (
     AMQP_URL,
     Observer,
     bus_thread,

@@ -19,8 +19,8 @@ from services.common import topology
 from services.trainer.__main__ import trainer_config
 from services.trainer.core import OnlineTrainer
 from services.trainer.settings import TrainerSettings
+from tests.services.rabbit import observer, purge_experience_queue, unique
 from tests.services.trainer.builders import MODELS, experience, random_transition
-from tests.services.trainer.rabbit import observer, purge_experience_queue, unique
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

@@ -21,6 +21,7 @@ from services.common import topology
 from services.common.bus import Bus, Delivery
 from services.trainer.core import OnlineTrainer
 from services.trainer.service import TrainerService
+from tests.services.rabbit import AMQP_URL, bus_thread, observer, purge_experience_queue, unique
 from tests.services.trainer.builders import (
     MODELS,
     SIM,
@@ -29,7 +30,6 @@ from tests.services.trainer.builders import (
     random_transition,
     tiny_config,
 )
-from tests.services.trainer.rabbit import AMQP_URL, bus_thread, observer, purge_experience_queue, unique
 
 TRANSITIONS = 12  # warm-up 4, one update per transition, evaluation every 4 updates
 

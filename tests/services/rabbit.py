@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from services.common.bus import Bus, Delivery
 from services.common.settings import ServiceSettings
-from services.common.topology import Queue
+from services.common.topology import TRAINER_EXPERIENCE, Queue
 
 AMQP_URL = ServiceSettings().amqp_url
 QUEUE_EXPIRES_MS = 120_000  # a forgotten test queue disappears two minutes after its last use
@@ -120,3 +120,13 @@ def delete_queues(*names: str) -> None:
             channel.queue_delete(name)
     finally:
         connection.close()
+
+
+def purge_experience_queue() -> None:
+    """Empty the shared eat.trainer.experience (declared as the topology says) before a test."""
+    bus = Bus(AMQP_URL, queues=(TRAINER_EXPERIENCE,))
+    bus.connect()
+    try:
+        bus._channel.queue_purge(TRAINER_EXPERIENCE.name)
+    finally:
+        bus.close()
