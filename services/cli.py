@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_train(commands)
     _add_reports(commands)
+    _add_models(commands)
     stack_cli.add_commands(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
@@ -224,6 +225,27 @@ def run_results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error("--seeds must be >= 2 (95% intervals)")
     out = write_results(args.out, evaluation.default_seeds(args.seeds, args.seed_base), root=args.root)
     print(f"wrote {out}")
+    return 0
+
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser("models", help="model directories for diffusers executors")
+    actions = models.add_subparsers(dest="models", required=True)
+    p = actions.add_parser("make-tiny", help="a tiny Stable Diffusion pipeline with seeded random weights")
+    p.add_argument("dir", type=Path, help="the model directory to write, e.g. models/tiny")
+    p.add_argument("--seed", type=int, default=0, help="weights seed (same seed, same weights)")
+    p.add_argument("--force", action="store_true", help="replace the directory if it exists")
+    p.set_defaults(handler=run_models_make_tiny)
+
+
+def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from services.executor.tiny import make_tiny  # torch and diffusers load only for this command
+
+    try:
+        out = make_tiny(args.dir, args.seed, overwrite=args.force)
+    except FileExistsError as err:
+        parser.error(str(err))
+    print(f"wrote a tiny Stable Diffusion pipeline (seed {args.seed}) to {out}")
     return 0
 
 

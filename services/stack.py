@@ -110,7 +110,9 @@ class Stack:
 
     def start_service(self, name: str) -> subprocess.Popen:
         module = name.split(":")[0]
-        env = {**os.environ, **self.env_for(name), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        # HF_HUB_OFFLINE: the Hugging Face libraries read it at import; nothing may download weights.
+        extra = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, **self.env_for(name), **extra}
         log = (self.log_dir / f"{name.replace(':', '-')}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{module}"], env=env, stdout=log, stderr=subprocess.STDOUT

@@ -19,12 +19,14 @@ def main() -> None:
         "executor starting",
         executor_id=settings.executor_id,
         runner=settings.runner,
+        device=settings.device,
         profile=settings.profile,
         models=list(settings.models),
         time_scale=settings.time_scale,
         incarnation=service.core.incarnation,
     )
     bus.run()
+    service.runner.close()
     log.info("executor stopped", executor_id=settings.executor_id)
 
 

@@ -3,8 +3,8 @@
 The service calls `Runner.start` on the bus thread for a dispatch that passed its checks. The runner
 either raises `AttemptFailed` at once, or returns the expected duration (simulated seconds) and later
 calls `done` exactly once, on the bus thread, with a `RunReport` or a `Failure`. `SimRunner` waits
-with the bus's timer; a GPU runner would work on its own thread and hand `done` back through
-`bus.call_threadsafe`.
+with the bus's timer; `DiffusersRunner` (diffusers_runner.py) works on its own thread and hands `done`
+back through `bus.call_threadsafe`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from services.executor.settings import ExecutorSettings
 DoneCallback = Callable[[RunReport | Failure], None]
 # Run a function on the bus thread after a delay in wall seconds (bus.call_later).
 Scheduler = Callable[[float, Callable[[], None]], object]
+# Run a function on the bus thread, from any thread (bus.call_threadsafe).
+CallThreadsafe = Callable[[Callable[[], None]], object]
 
 
 class Runner(Protocol):
@@ -28,6 +30,10 @@ class Runner(Protocol):
 
     def resident_models(self) -> tuple[str, ...]:
         """Models held in memory, most recently used first."""
+        ...
+
+    def close(self) -> None:
+        """Release what the runner holds (threads, models) once the bus has stopped."""
         ...
 
 
@@ -72,9 +78,17 @@ class SimRunner:
     def resident_models(self) -> tuple[str, ...]:
         return self._resident.most_recent_first()
 
+    def close(self) -> None:
+        """Nothing to release: pending timers die with the bus loop."""
 
-def build_runner(settings: ExecutorSettings, schedule: Scheduler) -> Runner:
+
+def build_runner(settings: ExecutorSettings, schedule: Scheduler, call_threadsafe: CallThreadsafe) -> Runner:
     """The runner named by `settings.runner` (settings validation already rejected unknown names)."""
+    if settings.runner == "diffusers":
+        # Imported here so that simulated executors never import torch and diffusers.
+        from services.executor.diffusers_runner import build_diffusers_runner
+
+        return build_diffusers_runner(settings, call_threadsafe)
     if settings.runner == "sim":
         return SimRunner(
             get_profile(settings.profile),

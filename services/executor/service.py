@@ -60,7 +60,9 @@ class ExecutorService:
     ) -> None:
         self.settings = settings
         self.bus = bus
-        self.runner = runner if runner is not None else build_runner(settings, bus.call_later)
+        if runner is None:
+            runner = build_runner(settings, bus.call_later, bus.call_threadsafe)
+        self.runner = runner
         self.core = ExecutorCore(settings.executor_id, settings.models, incarnation or uuid.uuid4().hex)
         self.queue = topology.executor_queue(settings.executor_id)
         self.timings_path = settings.state_dir / f"executor-{settings.executor_id}-timings.jsonl"

@@ -8,7 +8,9 @@ from pathlib import Path
 from policy_models.profiles import get_profile
 from services.common.settings import ServiceSettings, SettingsError, env_name
 
-RUNNERS = ("sim",)  # "diffusers" joins when the real runner lands
+RUNNERS = ("sim", "diffusers")
+DTYPES = ("float32", "float16", "bfloat16")
+REAL_DEVICES = ("cpu", "cuda")  # what the diffusers runner runs on ("cuda:1" names one GPU)
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,9 @@ class ExecutorSettings(ServiceSettings):
     profile: str = "reference"  # timing profile name (policy_models.profiles)
     models: tuple[str, ...] = ("sd-v1-4",)  # model names this executor can load
     models_dir: Path = Path("models")  # where a real runner finds <model>/ weights (unused by "sim")
+    memory_budget_gb: float = 8.0  # diffusers: resident models' weights kept within this (GiB)
+    dtype: str = "float32"  # diffusers: weights and compute precision
+    resolution: int = 512  # diffusers: image side in pixels (a multiple of 8)
     heartbeat_s: float = 0.5  # wall seconds between heartbeats
     status_s: float = 2.0  # wall seconds between periodic full statuses
     busy_status_min_s: float = 0.2  # wall seconds: shorter attempts publish no BUSY status
@@ -43,7 +48,25 @@ class ExecutorSettings(ServiceSettings):
             raise SettingsError(f"{env_name('models')} must name at least one model")
         if self.heartbeat_s <= 0 or self.status_s <= 0:
             raise SettingsError(f"{env_name('heartbeat_s')} and {env_name('status_s')} must be > 0")
+        if self.runner == "diffusers":
+            self._validate_diffusers()
         try:
             get_profile(self.profile)
         except ValueError as err:
             raise SettingsError(f"{env_name('profile')}: {err}") from err
+
+    def _validate_diffusers(self) -> None:
+        if self.device.split(":")[0] not in REAL_DEVICES:
+            raise SettingsError(
+                f"{env_name('device')} must be cpu, cuda or cuda:<n> for the diffusers runner, "
+                f"got {self.device!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise SettingsError(f"{env_name('dtype')} must be one of {DTYPES}, got {self.dtype!r}")
+        if self.memory_budget_gb <= 0:
+            raise SettingsError(f"{env_name('memory_budget_gb')} must be > 0, got {self.memory_budget_gb}")
+        if self.resolution < 8 or self.resolution % 8:
+            # Stable Diffusion's autoencoder works on 8x8 pixel cells.
+            raise SettingsError(
+                f"{env_name('resolution')} must be a positive multiple of 8, got {self.resolution}"
+            )

@@ -1,0 +1,21 @@
+"""Shared fixtures of the executor tests: the tiny Stable Diffusion pipeline, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory holding the tiny pipeline (seed 0) as `tiny/`; tests must not modify it."""
+    from services.executor.tiny import make_tiny
+
+    torch.set_num_threads(1)  # the machine's cores are shared with other work
+    models_dir = tmp_path_factory.mktemp("models")
+    make_tiny(models_dir / TINY, seed=0)
+    return models_dir
