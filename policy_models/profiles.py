@@ -6,8 +6,11 @@ initialisation (model load) time. Profiles are named so results state which one 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +67,8 @@ PAPER_TABLE_VI = TimingProfile(
 )
 
 PROFILES: dict[str, TimingProfile] = {p.name: p for p in (REFERENCE, PAPER_TABLE_VI)}
+# Profiles shipped with the code; a profile loaded from a file may not take one of these names.
+BUILTIN_PROFILES = frozenset(PROFILES)
 
 
 def get_profile(name: str) -> TimingProfile:
@@ -100,3 +105,117 @@ def min_steps_for_quality(threshold: float, max_steps: int) -> int:
         if quality_of_steps(s) >= threshold:
             return s
     return max_steps
+
+
+@dataclass(frozen=True)
+class QualityCurve:
+    """q(s) = a*ln(s) + b between `min_steps` and `flat_from` steps, 0 below, held flat above.
+
+    The paper's curve is a = 0.16/ln 6, b = -0.02, 5..30 steps (`PAPER_QUALITY`); `eat calibrate` fits
+    a and b to scores measured by the evaluator. a >= 0 keeps quality non-decreasing in steps.
+    """
+
+    a: float
+    b: float
+    min_steps: int = QUALITY_MIN_STEPS
+    flat_from: int = QUALITY_FLAT_FROM
+
+    def __post_init__(self) -> None:
+        if self.a < 0:
+            raise ValueError(f"quality curve slope a={self.a} must be >= 0 (quality never falls with steps)")
+        if not 1 <= self.min_steps <= self.flat_from:
+            raise ValueError(f"need 1 <= min_steps ({self.min_steps}) <= flat_from ({self.flat_from})")
+
+    def __call__(self, steps: int) -> float:
+        if steps < self.min_steps:
+            return 0.0
+        return self.a * math.log(min(steps, self.flat_from)) + self.b
+
+    def table(self, max_steps: int) -> np.ndarray:
+        """The curve for 0..max_steps as an array, like `quality_table`."""
+        return np.array([self(s) for s in range(max_steps + 1)])
+
+
+PAPER_QUALITY = QualityCurve(a=0.16 / _LOG6, b=-0.02)
+
+# Profiles loaded from files keep their quality curve here (the simulator still uses quality_of_steps).
+QUALITY_CURVES: dict[str, QualityCurve] = {}
+
+PROFILE_FORMAT = "eat-timing-profile/1"
+
+
+def profile_to_json(profile: TimingProfile, quality: QualityCurve | None = None) -> dict[str, Any]:
+    """The JSON form `load_profile` reads; gang sizes become string keys as JSON requires."""
+    record: dict[str, Any] = {
+        "format": PROFILE_FORMAT,
+        "name": profile.name,
+        "step_s": {str(k): v for k, v in sorted(profile.step_s.items())},
+        "init_s": {str(k): v for k, v in sorted(profile.init_s.items())},
+        "group_setup_s": profile.group_setup_s,
+        "notes": profile.notes,
+    }
+    if quality is not None:
+        record["quality"] = {
+            "a": quality.a,
+            "b": quality.b,
+            "min_steps": quality.min_steps,
+            "flat_from": quality.flat_from,
+        }
+    return record
+
+
+def profile_from_json(record: dict[str, Any]) -> tuple[TimingProfile, QualityCurve | None]:
+    """Inverse of `profile_to_json`; extra keys (fit details, sample counts) are ignored."""
+    if record.get("format") != PROFILE_FORMAT:
+        raise ValueError(f"not a timing profile: format is {record.get('format')!r}, want {PROFILE_FORMAT!r}")
+    try:
+        profile = TimingProfile(
+            name=str(record["name"]),
+            step_s={int(k): float(v) for k, v in record["step_s"].items()},
+            init_s={int(k): float(v) for k, v in record["init_s"].items()},
+            group_setup_s=float(record["group_setup_s"]),
+            notes=_notes_text(record.get("notes", "")),
+        )
+        quality = record.get("quality")
+        curve = (
+            None
+            if quality is None
+            else QualityCurve(
+                a=float(quality["a"]),
+                b=float(quality["b"]),
+                min_steps=int(quality["min_steps"]),
+                flat_from=int(quality["flat_from"]),
+            )
+        )
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"malformed timing profile: {err!r}") from err
+    return profile, curve
+
+
+def _notes_text(notes: object) -> str:
+    """Notes as one string; a calibrated profile's file keeps them as a list, one per fitted figure."""
+    return "; ".join(map(str, notes)) if isinstance(notes, list) else str(notes)
+
+
+def register_profile(profile: TimingProfile, quality: QualityCurve | None = None) -> None:
+    """Make `profile` reachable by name (SimConfig.profile_name); a built-in name cannot be replaced."""
+    if profile.name in BUILTIN_PROFILES:
+        raise ValueError(f"profile name {profile.name!r} is built in; give the fitted profile another name")
+    PROFILES[profile.name] = profile
+    if quality is not None:
+        QUALITY_CURVES[profile.name] = quality
+    else:
+        QUALITY_CURVES.pop(profile.name, None)
+
+
+def load_profile(path: Path) -> TimingProfile:
+    """Read a profile JSON file (e.g. written by `eat calibrate`) and register it under its name."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read timing profile {path}: {err}") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"timing profile {path} is not a JSON object")
+    profile, quality = profile_from_json(record)
+    register_profile(profile, quality)
+    return profile

@@ -24,6 +24,8 @@ def request_from_proto(message: executor_pb2.TaskResult) -> EvalRequest:
         simulated_quality=message.simulated_quality,
         image_uri=message.image.uri,
         image_sha256=message.image.sha256,
+        model=message.model,
+        steps=message.steps,
     )
 
 

@@ -32,6 +32,8 @@ class EvalRequest:
     simulated_quality: float = 0.0
     image_uri: str = ""
     image_sha256: str = ""
+    model: str = ""  # model that made the image, and its denoising steps: kept for `eat calibrate`
+    steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -200,3 +202,23 @@ def _failed(
         evaluated_at=evaluated_at,
         error=error,
     )
+
+
+def score_records(
+    requests: Sequence[EvalRequest], outcomes: Sequence[QualityOutcome]
+) -> list[dict[str, object]]:
+    """Lines of `evaluator-scores.jsonl` for a batch (requests and outcomes in the same order), one per
+    real image scored without error: `eat calibrate` fits the quality-vs-steps curve to them."""
+    return [
+        {
+            "task_id": outcome.task_id,
+            "attempt": outcome.attempt,
+            "model": request.model,
+            "steps": request.steps,
+            "clip_score": outcome.clip_score,
+            "evaluator_model": outcome.evaluator_model,
+            "evaluated_at": outcome.evaluated_at.isoformat(),
+        }
+        for request, outcome in zip(requests, outcomes, strict=True)
+        if not outcome.error and not outcome.simulated
+    ]

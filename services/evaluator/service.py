@@ -8,6 +8,7 @@ crash inside the batching window loses nothing: the broker redelivers the held r
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from datetime import UTC, datetime
 from typing import Protocol
@@ -28,10 +29,14 @@ from services.evaluator.core import (
     evaluate_batch,
     pass_through,
     route,
+    score_records,
 )
 from services.evaluator.settings import EvaluatorSettings
 
 log = structlog.get_logger("evaluator")
+
+# One JSON line per scored real image, in the state dir: `eat calibrate` fits quality vs steps to them.
+SCORES_FILE = "evaluator-scores.jsonl"
 
 
 class Cancellable(Protocol):
@@ -58,12 +63,14 @@ class EvaluatorService:
         self._unsent: deque[QualityOutcome] = deque()  # scored, not yet confirmed by the broker
         self._flush_timer: Cancellable | None = None
         self._shutdown_requested = False
+        self.scores_path = settings.state_dir / SCORES_FILE
 
     def start(self) -> None:
         self.bus.consume(self.queue, self.on_result)
 
     def on_result(self, delivery: Delivery) -> None:
-        request = request_from_proto(delivery.parse(executor_pb2.TaskResult))
+        message = delivery.parse(executor_pb2.TaskResult)
+        request = request_from_proto(message)
         kind = route(request)
         if kind is Route.IGNORE:
             metrics.IGNORED.inc()
@@ -90,7 +97,9 @@ class EvaluatorService:
         if not self._unsent and self._pending:
             batch = self._pending[: self.settings.batch_size]
             del self._pending[: self.settings.batch_size]
-            self._unsent.extend(evaluate_batch(self.scorer, batch, self.settings.result_store))
+            outcomes = evaluate_batch(self.scorer, batch, self.settings.result_store)
+            self._record_scores(batch, outcomes)
+            self._unsent.extend(outcomes)
             metrics.BATCH_SIZE.observe(len(batch))
             log.info("scored a batch", images=len(batch))
         while self._unsent:
@@ -102,6 +111,18 @@ class EvaluatorService:
             self._unsent.popleft()
         if self._pending:
             self._schedule_flush(0.0)
+
+    def _record_scores(self, batch: list[EvalRequest], outcomes: list[QualityOutcome]) -> None:
+        """Append the batch's score lines; a full disk costs calibration data, never a report."""
+        lines = score_records(batch, outcomes)
+        if not lines:
+            return
+        try:
+            self.scores_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.scores_path.open("a", encoding="utf-8") as out:
+                out.writelines(json.dumps(line) + "\n" for line in lines)
+        except OSError as err:
+            log.warning("cannot record scores", path=str(self.scores_path), error=repr(err))
 
     def _publish(self, outcome: QualityOutcome, hold: Hold | None = None) -> None:
         key = topology.quality_key(outcome.task_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from services.evaluator.core import (
     load_image,
     pass_through,
     route,
+    score_records,
 )
 from tests.services.evaluator.images import PROMPTS, candidate_images, store_png
 
@@ -30,6 +33,10 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 def real_request(task_id: str, prompt: str, uri: str, sha256: str = "") -> EvalRequest:
     return EvalRequest(task_id, 1, prompt, success=True, simulated=False, image_uri=uri, image_sha256=sha256)
+
+
+def simulated_request() -> EvalRequest:
+    return EvalRequest("s", 1, "p", success=True, simulated=True, simulated_quality=0.2, steps=20)
 
 
 def test_routing_and_the_simulated_pass_through() -> None:
@@ -122,6 +129,17 @@ def test_a_batch_reports_every_request_errors_included(tmp_path: Path, tiny_scor
     assert "SHA-256" in outcomes[2].error and "no image" in outcomes[4].error
     expected = tiny_scorer.score(images, [PROMPTS[0], PROMPTS[3]])
     assert [outcomes[0].clip_score, outcomes[3].clip_score] == pytest.approx(expected, abs=1e-5)
+
+    # The calibration lines: only the two images scored without error, with the model and steps.
+    requests = [replace(request, model="sd-tiny", steps=10 + i) for i, request in enumerate(requests)]
+    lines = score_records(requests, outcomes)
+    assert [(line["task_id"], line["steps"], line["model"]) for line in lines] == [
+        ("a", 10, "sd-tiny"),
+        ("b", 13, "sd-tiny"),
+    ]
+    assert [line["clip_score"] for line in lines] == [outcomes[0].clip_score, outcomes[3].clip_score]
+    assert json.loads(json.dumps(lines)) == lines  # JSON lines as they are written
+    assert score_records([simulated_request()], [pass_through(simulated_request(), NOW)]) == []
 
 
 class FailingScorer:

@@ -8,6 +8,7 @@ never reach theirs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from services.common import topology
 from services.common.bus import Bus, Delivery
 from services.common.topology import Queue
 from services.evaluator.clip_scorer import ClipScorer
-from services.evaluator.service import EvaluatorService
+from services.evaluator.service import SCORES_FILE, EvaluatorService
 from services.evaluator.settings import EvaluatorSettings
 from tests.services.evaluator.images import PROMPTS, candidate_images, store_png
 from tests.services.rabbit import (
@@ -42,12 +43,18 @@ from tests.services.rabbit import (
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BATCH_WINDOW_S = 0.3  # wide enough that results published together share a batch
+REAL_STEPS = 12
 
 
 @contextmanager
 def running_evaluator(result_store: Path, scorer: ClipScorer) -> Iterator[EvaluatorService]:
     settings = EvaluatorSettings.from_env(
-        {}, result_store=result_store, batch_size=8, batch_window_s=BATCH_WINDOW_S, log_format="json"
+        {},
+        result_store=result_store,
+        state_dir=result_store,  # the scores file lands in the test's folder
+        batch_size=8,
+        batch_window_s=BATCH_WINDOW_S,
+        log_format="json",
     )
     inbox = Queue(unique("test.evaluator.in"), arguments={"x-expires": QUEUE_EXPIRES_MS})
     bus = Bus(AMQP_URL, queues=())
@@ -76,7 +83,9 @@ def simulated_result(task_id: str, steps: int = 25) -> executor_pb2.TaskResult:
 
 
 def real_result(task_id: str, prompt: str, uri: str, sha256: str = "") -> executor_pb2.TaskResult:
-    result = executor_pb2.TaskResult(task_id=task_id, attempt=2, success=True, prompt=prompt)
+    result = executor_pb2.TaskResult(
+        task_id=task_id, attempt=2, success=True, prompt=prompt, model="tiny-sd", steps=REAL_STEPS
+    )
     result.image.CopyFrom(common_pb2.ImageRef(uri=uri, sha256=sha256, format="png"))
     return result
 
@@ -130,6 +139,13 @@ def test_simulated_and_real_results_get_quality_reports(tmp_path: Path, tiny_sco
 
     count, total = (after - before for after, before in zip(batches_scored(), batches_before, strict=True))
     assert total == 3 and count < 3  # the three real results shared batches
+
+    # One score line per real image scored without error, for `eat calibrate`; none for the others.
+    lines = [json.loads(line) for line in (tmp_path / SCORES_FILE).read_text().splitlines()]
+    assert sorted(line["task_id"] for line in lines) == sorted([real_task, other_task])
+    by_task = {line["task_id"]: line for line in lines}
+    assert by_task[real_task]["clip_score"] == pytest.approx(real.clip_score, abs=1e-6)
+    assert {(line["model"], line["steps"], line["attempt"]) for line in lines} == {("tiny-sd", REAL_STEPS, 2)}
 
 
 def test_malformed_results_are_dead_lettered_with_a_reason(tmp_path: Path, tiny_scorer: ClipScorer) -> None:
