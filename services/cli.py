@@ -14,7 +14,7 @@ from typing import Any
 from policy_models import evaluation
 from policy_models.config import SimConfig
 from policy_models.policies import is_known_policy, policy_names
-from policy_models.profiles import PROFILES
+from policy_models.profiles import PROFILES, get_profile, load_profile
 from services import stack_cli
 from services.bench import sim as sim_bench
 
@@ -26,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_reports(commands)
     _add_models(commands)
+    _add_calibrate(commands)
     stack_cli.add_commands(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
     _add_bench_pipeline(bench)
+    _add_bench_executor(bench)
     return parser
 
 
@@ -40,7 +42,8 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     where.add_argument("--nodes", type=int, nargs="+", help="node counts (with --rates)")
     p.add_argument("--rates", type=float, nargs="+", help="arrival rates, tasks/s (with --nodes)")
     p.add_argument("--mode", choices=["paper", "warm"], default="paper")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="reference")
+    p.add_argument("--profile", default="reference", help=f"{sorted(PROFILES)} or one in --profile-file")
+    p.add_argument("--profile-file", type=Path, help="a profile JSON (eat calibrate --out) to register first")
     p.add_argument("--policies", nargs="+", help="policy names (default: every registered policy)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5)")
     p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
@@ -300,6 +303,44 @@ def run_bench_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser
     return 0 if report["lost"] == 0 else 1
 
 
+def _add_bench_executor(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser("executor", help="patch-parallel gangs: s/step for k=1,2,4, regroup cost, exactness")
+    p.add_argument("--model-dir", type=Path, help="a saved SD 1.5 pipeline (default: the tiny model)")
+    p.add_argument("--unet-config", choices=("model", "sd15"), default="model", help="sd15: random UNet")
+    p.add_argument("--resolution", type=int, default=0, help="pixels (default: 64 tiny, 512 otherwise)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (members spread over the GPUs)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup-steps", type=int, default=4, help="displaced mode's fresh steps")
+    p.add_argument("--work-dir", type=Path, default=Path("out/bench-executor"))
+    p.add_argument("--json", type=Path, help="write the report here (default: print it)")
+    p.set_defaults(handler=run_bench_executor)
+
+
+def run_bench_executor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from services.bench import executor
+
+    settings = executor.ExecutorBenchSettings(
+        work_dir=args.work_dir,
+        model_dir=args.model_dir,
+        unet_config=args.unet_config,
+        resolution=args.resolution,
+        device=args.device,
+        dtype=args.dtype,
+        steps=args.steps,
+        warmup_steps=args.warmup_steps,
+    )
+    report = executor.run_executor_bench(settings)
+    print(executor.format_report(report))
+    text = json.dumps(report, indent=2) + "\n"
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text)
+    else:
+        print(text)
+    return 0
+
+
 def _eval_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[SimConfig]:
     if args.preset == "paper":
         if args.rates:
@@ -314,6 +355,7 @@ def _eval_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _register_profile_file(args, parser)
     settings = _eval_settings(args, parser)
     names = args.policies or policy_names()
     unknown = sorted(name for name in names if not is_known_policy(name))
@@ -336,6 +378,57 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         evaluation.write_csv(rows, args.csv)
     if args.plots:
         evaluation.write_plots(rows, args.plots)
+    return 0
+
+
+def _register_profile_file(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    try:
+        if args.profile_file:
+            load_profile(args.profile_file)
+        get_profile(args.profile)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def _add_calibrate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("calibrate", help="fit a timing profile and quality curve to recorded traces")
+    p.add_argument("--timings", type=Path, nargs="+", required=True, help="executor-*-timings.jsonl or dirs")
+    p.add_argument("--scores", type=Path, nargs="*", default=[], help="evaluator-scores.jsonl or dirs")
+    p.add_argument("--name", required=True, help="the fitted profile's name (eat eval --profile NAME)")
+    p.add_argument("--out", type=Path, required=True, help="the profile JSON to write")
+    p.add_argument("--compare", default="reference", help="profile to compare with and fall back to")
+    p.add_argument("--model", help="use only this model's records (default: all)")
+    p.add_argument("--min-samples", type=int, default=3, help="fewest samples behind a fitted figure")
+    p.set_defaults(handler=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from policy_models.calibration import CalibrationError
+    from services.calibrate import run_calibration
+
+    if args.min_samples < 1:
+        parser.error("--min-samples must be >= 1")
+    try:
+        run = run_calibration(
+            args.timings,
+            args.scores,
+            args.name,
+            args.out,
+            compare_name=args.compare,
+            model=args.model,
+            min_samples=args.min_samples,
+        )
+    except (CalibrationError, FileNotFoundError, ValueError) as err:
+        print(f"eat calibrate: {err}", file=sys.stderr)
+        return 2
+    for problem in run.traces.skipped[:5]:
+        print(f"skipped {problem}", file=sys.stderr)
+    if run.traces.skipped:
+        print(f"skipped {len(run.traces.skipped)} unreadable line(s) in all", file=sys.stderr)
+    print(f"# calibrated profile {args.name!r} from {len(run.traces.files)} file(s)\n")
+    print(run.table)
+    print("\n" + "\n".join(f"- {note}" for note in run.calibration.notes))
+    print(f"\nwrote {run.out}")
     return 0
 
 

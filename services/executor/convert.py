@@ -13,6 +13,7 @@ from services.executor.core import (
     Dispatch,
     ExecutorState,
     ImageInfo,
+    Rendezvous,
     StatusSnapshot,
     Timings,
 )
@@ -53,6 +54,17 @@ def dispatch_from_proto(message: executor_pb2.GangDispatch) -> Dispatch:
         expect_reload=message.expect_reload,
         deadline=_datetime(message.deadline) if message.HasField("deadline") else None,
         dispatched_at=_datetime(message.dispatched_at) if message.HasField("dispatched_at") else None,
+        rendezvous=_rendezvous(message.rendezvous) if message.HasField("rendezvous") else None,
+    )
+
+
+def _rendezvous(message: executor_pb2.Rendezvous) -> Rendezvous:
+    return Rendezvous(
+        host=message.host,
+        port=message.port,
+        group_name=message.group_name,
+        epoch=message.epoch,
+        timeout_s=message.timeout_s,
     )
 
 

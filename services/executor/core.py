@@ -25,6 +25,8 @@ class FailureCode(StrEnum):
     OUT_OF_MEMORY = "OUT_OF_MEMORY"
     EXECUTOR_ERROR = "EXECUTOR_ERROR"
     INTERNAL = "INTERNAL"
+    RENDEZVOUS_FAILED = "RENDEZVOUS_FAILED"  # a gang's members did not all meet in time
+    GANG_MEMBER_LOST = "GANG_MEMBER_LOST"  # a formed gang lost a member mid-attempt
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ class ExecutorState(StrEnum):
 
 
 @dataclass(frozen=True)
+class Rendezvous:
+    """Where a gang meets: rank 0 serves the TCP store on (host, port) for this formation only."""
+
+    host: str
+    port: int
+    group_name: str
+    epoch: int = 0
+    timeout_s: float = 0.0  # 0 = the executor's own default
+
+
+@dataclass(frozen=True)
 class Dispatch:
     """One member's copy of a GangDispatch."""
 
@@ -63,6 +76,7 @@ class Dispatch:
     expect_reload: bool = False
     deadline: datetime | None = None  # wall-clock UTC instant; None = no deadline
     dispatched_at: datetime | None = None
+    rendezvous: Rendezvous | None = None  # set by the aggregator for every dispatch; gangs need it
 
     @property
     def gang_size(self) -> int:
@@ -429,6 +443,8 @@ def timing_record(dispatch: Dispatch, result: AttemptResult) -> dict[str, object
         "init_s": t.init_s,
         "group_setup_s": t.group_setup_s,
         "step_mean_s": t.step_mean_s,
+        "denoise_s": t.denoise_s,
+        "decode_s": t.decode_s,
         "total_s": t.total_s,
         "reused": result.model_reused,
         "simulated": result.simulated,

@@ -3,7 +3,8 @@
 `start` is called on the bus thread; the attempt runs on the runner's own worker thread (the model
 load, the denoising loop, VAE decoding and storing the PNG), and its outcome goes back to the bus
 thread through `call_threadsafe`, where `done` is called exactly once. Models come from a
-`ModelRegistry`, which keeps them warm between attempts.
+`ModelRegistry`, which keeps them warm between attempts. A gang's attempt (k > 1) runs the same way on
+each member, through `gang_runner.run_gang_member` (patch parallelism over a gang formed per attempt).
 
 The image is stored at `<result_store>/<task_id>/<attempt>.png` (written under a temporary name and
 renamed, so the evaluator never reads half a file) and referenced by a file:// URI with its SHA-256.
@@ -40,6 +41,7 @@ from services.executor.core import (
     RunReport,
     Timings,
 )
+from services.executor.gang_runner import GangConfig, backend_for, require_rendezvous, run_gang_member
 from services.executor.models import GIB, LoadedModel, ModelLoadError, ModelOutOfMemory, ModelRegistry
 from services.executor.settings import ExecutorSettings
 
@@ -49,7 +51,6 @@ DoneCallback = Callable[[RunReport | Failure], None]
 CallThreadsafe = Callable[[Callable[[], None]], object]
 GUIDANCE_SCALE = 7.5  # Stable Diffusion's default classifier-free guidance
 IMAGE_FORMAT = "png"
-GANGS_NOT_WIRED = "gangs of k > 1 need patch parallelism, not yet wired into the diffusers runner"
 
 
 class _Abandoned(Exception):
@@ -162,7 +163,8 @@ def generate(
 
 
 class DiffusersRunner:
-    """Runs single-server attempts (k = 1) with diffusers on a worker thread of its own."""
+    """Runs attempts with diffusers on a worker thread of its own: alone (k = 1) or as one member of a
+    patch-parallel gang (k > 1, `gang` configures how)."""
 
     def __init__(
         self,
@@ -173,8 +175,12 @@ class DiffusersRunner:
         time_scale: float,
         fallbacks: Fallbacks,
         call_threadsafe: CallThreadsafe,
+        gang: GangConfig | None = None,
     ) -> None:
         self.registry = registry
+        self.gang = gang or GangConfig(
+            backend=backend_for(registry.device), patch_mode="sync", warmup_steps=4, collective_timeout_s=10.0
+        )
         self.result_store = Path(result_store)
         self.resolution = resolution
         self.time_scale = time_scale
@@ -188,12 +194,10 @@ class DiffusersRunner:
 
     # ----- the Runner interface (bus thread) --------------------------------------------------------
     def start(self, dispatch: Dispatch, done: DoneCallback) -> float:
-        if dispatch.gang_size > 1:
-            # Patch parallelism (services/executor/parallel/) plugs in here: a gang's members will hand
-            # the attempt to the patch-parallel pipeline instead of running it alone.
-            raise AttemptFailed(FailureCode.EXECUTOR_ERROR, GANGS_NOT_WIRED)
         if self._closing.is_set():
             raise AttemptFailed(FailureCode.EXECUTOR_ERROR, "the diffusers runner is closing")
+        if dispatch.gang_size > 1:
+            require_rendezvous(dispatch)  # refuse now a gang that could never meet
         cold = dispatch.model not in self.registry.resident()
         if cold:
             self._check_model_dir(dispatch.model)
@@ -260,6 +264,8 @@ class DiffusersRunner:
     def _run(self, dispatch: Dispatch) -> RunReport:
         started = time.perf_counter()
         loaded = self.registry.get(dispatch.model)
+        if dispatch.gang_size > 1:
+            return self._run_gang(dispatch, loaded, started)
         generated = generate(
             loaded, dispatch.prompt, dispatch.steps, dispatch.seed, self.resolution, self._closing.is_set
         )
@@ -269,6 +275,26 @@ class DiffusersRunner:
         step_wall_s = (generated.step_ends[-1] - generated.loop_started) / dispatch.steps
         self._remember(dispatch.model, loaded, step_wall_s)
         return RunReport(timings=timings, model_reused=not loaded.cold, simulated=False, image=image)
+
+    def _run_gang(self, dispatch: Dispatch, loaded: LoadedModel, started: float) -> RunReport:
+        """This member's share of a gang's attempt; only rank 0 stores an image (and its report is the
+        one published)."""
+
+        def store(image: Image.Image) -> ImageInfo:
+            return store_png(image, image_path(self.result_store, dispatch.task_id, dispatch.attempt))
+
+        run = run_gang_member(dispatch, loaded, self.gang, self.resolution, store)
+        denoise_wall_s = run.loop_finished - run.loop_started
+        scale = self.time_scale
+        timings = Timings(
+            init_s=loaded.load_s * scale,
+            group_setup_s=run.group_setup_s * scale,
+            step_mean_s=denoise_wall_s / dispatch.steps * scale,
+            denoise_s=denoise_wall_s * scale,
+            decode_s=(run.finished - run.loop_finished) * scale,
+            total_s=(run.finished - started) * scale,
+        )
+        return RunReport(timings=timings, model_reused=not loaded.cold, simulated=False, image=run.image)
 
     def _timings(
         self, loaded: LoadedModel, generated: Generated, steps: int, started: float, finished: float
@@ -310,4 +336,10 @@ def build_diffusers_runner(settings: ExecutorSettings, call_threadsafe: CallThre
         time_scale=settings.time_scale,
         fallbacks=fallbacks,
         call_threadsafe=call_threadsafe,
+        gang=GangConfig(
+            backend=backend_for(settings.device),
+            patch_mode=settings.patch_mode,
+            warmup_steps=settings.warmup_steps,
+            collective_timeout_s=settings.collective_timeout_s,
+        ),
     )

@@ -11,6 +11,7 @@ from services.common.settings import ServiceSettings, SettingsError, env_name
 RUNNERS = ("sim", "diffusers")
 DTYPES = ("float32", "float16", "bfloat16")
 REAL_DEVICES = ("cpu", "cuda")  # what the diffusers runner runs on ("cuda:1" names one GPU)
+PATCH_MODES = ("sync", "displaced")  # patch parallelism of gangs (services/executor/parallel)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class ExecutorSettings(ServiceSettings):
     busy_status_min_s: float = 0.2  # wall seconds: shorter attempts publish no BUSY status
     host: str = "127.0.0.1"
     device: str = "sim"
+    patch_mode: str = "sync"  # diffusers gangs: "sync" (exact) or "displaced" (overlaps communication)
+    warmup_steps: int = 4  # displaced mode: steps with fresh activations before going stale
+    collective_timeout_s: float = 10.0  # wall seconds a gang collective waits before a member is lost
 
     def validate(self) -> None:
         super().validate()
@@ -63,6 +67,13 @@ class ExecutorSettings(ServiceSettings):
             )
         if self.dtype not in DTYPES:
             raise SettingsError(f"{env_name('dtype')} must be one of {DTYPES}, got {self.dtype!r}")
+        if self.patch_mode not in PATCH_MODES:
+            mode = self.patch_mode
+            raise SettingsError(f"{env_name('patch_mode')} must be one of {PATCH_MODES}, got {mode!r}")
+        if self.warmup_steps < 0:
+            raise SettingsError(f"{env_name('warmup_steps')} must be >= 0, got {self.warmup_steps}")
+        if self.collective_timeout_s <= 0:
+            raise SettingsError(f"{env_name('collective_timeout_s')} must be > 0")
         if self.memory_budget_gb <= 0:
             raise SettingsError(f"{env_name('memory_budget_gb')} must be > 0, got {self.memory_budget_gb}")
         if self.resolution < 8 or self.resolution % 8:

@@ -18,7 +18,7 @@ from services.common import topology
 from services.common.bus import Bus
 from services.common.settings import SettingsError
 from services.executor.core import AttemptFailed, Dispatch, Failure, FailureCode, RunReport
-from services.executor.diffusers_runner import GANGS_NOT_WIRED, DiffusersRunner, Fallbacks
+from services.executor.diffusers_runner import DiffusersRunner, Fallbacks
 from services.executor.models import ModelRegistry
 from services.executor.service import ExecutorService
 from services.executor.settings import ExecutorSettings
@@ -168,14 +168,6 @@ def test_a_model_that_cannot_load_fails_the_attempt(
         runner.close()
     assert isinstance(outcome, Failure) and outcome.code is FailureCode.MODEL_LOAD_FAILED
     assert "model 'broken': cannot load" in outcome.message
-
-
-def test_a_gang_is_refused_until_patch_parallelism_is_wired(runner: DiffusersRunner) -> None:
-    with pytest.raises(AttemptFailed) as refused:
-        runner.start(dispatch_of("gang", k=2), lambda outcome: None)
-    assert refused.value.failure.code is FailureCode.EXECUTOR_ERROR
-    assert refused.value.failure.message == GANGS_NOT_WIRED
-    assert "k > 1" in GANGS_NOT_WIRED
 
 
 def test_a_task_id_that_would_leave_the_result_store_is_refused(runner: DiffusersRunner) -> None:
