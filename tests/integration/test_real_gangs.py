@@ -55,10 +55,13 @@ def gang_stack(make_stack, models_dir: Path) -> Stack:
     )
 
 
-def submit(client: Client, task_id: str, patches: int) -> None:
-    client.submit(
-        tasks_pb2.TaskSubmission(task_id=task_id, prompt="a red fox in snow", model=MODEL, patches=patches)
+def submit(client: Client, task_id: str, patches: int, min_steps: int | None = None) -> None:
+    submission = tasks_pb2.TaskSubmission(
+        task_id=task_id, prompt="a red fox in snow", model=MODEL, patches=patches
     )
+    if min_steps is not None:
+        submission.qos.min_steps = min_steps
+    client.submit(submission)
 
 
 def check_real_image(result, results_dir: Path) -> None:
@@ -131,7 +134,8 @@ def test_a_gang_member_killed_mid_task_fails_the_attempt_and_the_task_completes_
     submit(client, "warm-up", 4)
     assert client.wait({"warm-up"}, timeout_s=WAIT_S)["warm-up"].kind == "completed"
 
-    submit(client, "doomed-gang", 2)
+    # 32 steps (the most there are) keep the gang busy for seconds, so the kill lands mid-task.
+    submit(client, "doomed-gang", 2, min_steps=32)
     victim = gang_member_running(stack, "doomed-gang", k=2, timeout_s=60.0)
     stack.kill(f"executor:{victim}")
     done = client.wait({"doomed-gang"}, timeout_s=WAIT_S)
