@@ -1,5 +1,6 @@
 # EAT Serve: one entry point for newcomers and CI.
-#   make demo  - set up, start the stack, replay a paper workload through it and print its table
+#   make demo  - set up, run real (tiny, CPU) diffusion through the whole stack and write a report
+#   make live  - set up, start the stack, replay a paper workload through it and print its table
 #   make eval  - evaluate the schedulers on the simulator and print the paper's tables
 #   make test  - set up, then lint, check the generated contracts and run every test
 PYTHON ?= python3
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup demo eval test lint proto-check rabbitmq clean
+.PHONY: setup demo live eval test lint proto-check rabbitmq clean
 
 setup: $(STAMP) rabbitmq
 
@@ -24,7 +25,10 @@ rabbitmq:
 	@scripts/ensure_rabbitmq.sh
 
 demo: setup
-	$(BIN)/eat up --workload paper --rate 0.05 --json out/demo/live.json
+	$(BIN)/eat demo --out out/demo
+
+live: setup
+	$(BIN)/eat up --workload paper --rate 0.05 --json out/live/live.json
 
 eval: setup
 	$(BIN)/eat eval --nodes 4 --rates 0.01 0.03 0.05 0.07 0.09 --policies random fifo greedy reuse \

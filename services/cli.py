@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(commands)
     _add_calibrate(commands)
     stack_cli.add_commands(commands)
+    _add_demo(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
     _add_bench_pipeline(bench)
@@ -250,6 +251,40 @@ def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentPars
         parser.error(str(err))
     print(f"wrote a tiny Stable Diffusion pipeline (seed {args.seed}) to {out}")
     return 0
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("demo", help="real diffusion end to end on CPU executors, with a report")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="model, images and report go here")
+    p.add_argument("--tasks", type=int, default=16, help="tasks of 1, 2 and 4 patches (default 16)")
+    p.add_argument("--executors", type=int, default=4, help="CPU executors (default 4)")
+    p.add_argument("--max-steps", type=int, default=12, help="QoS step bound per task (default 12)")
+    p.add_argument("--amqp-url", help="RabbitMQ URL (default: a fresh local vhost eat-demo)")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from services import demo  # matplotlib and torch load only for this command
+    from services.stack import StackError
+
+    if args.tasks < 1 or args.executors < 1 or not 1 <= args.max_steps <= 32:
+        parser.error("--tasks and --executors must be >= 1, --max-steps in [1, 32]")
+    if not stack_cli.broker_reachable(args.amqp_url or stack_cli.DEFAULT_AMQP):
+        print(
+            "RabbitMQ is not reachable. Start it with `rabbitmq-server -detached` (or run "
+            "`scripts/ensure_rabbitmq.sh`, which installs it with apt-get when missing), then try again.",
+            file=sys.stderr,
+        )
+        return 2
+    with demo.demo_broker(args.amqp_url) as amqp_url:
+        settings = demo.DemoSettings(args.out, amqp_url, args.tasks, args.executors, args.max_steps)
+        try:
+            report = demo.run_demo(settings)
+        except StackError as err:
+            print(f"eat demo: {err}", file=sys.stderr)
+            return 1
+    demo.print_report(report, args.out)
+    return 0 if report.lost == 0 else 1
 
 
 def _add_bench_sim(bench: argparse._SubParsersAction) -> None:
