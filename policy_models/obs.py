@@ -1,15 +1,17 @@
 """The observation: server tokens, task tokens and a few globals, normalised.
 
-Every producer of observations (single environment, batched simulator, live aggregator) fills a
-`RawView` of plain arrays and calls `encode`: the one place features are defined and scaled. Policies
-may read features back in seconds through `ObservationSpec` (heuristics do), networks take the tokens.
-All arrays carry a leading batch dimension B.
+`encode` (a batched `RawView` of plain arrays) is the one place features are defined and scaled;
+`encode_one` gives the same for one cluster (the live aggregator's route). The simulators, for speed,
+gather whole token rows from `TokenTables`, which `encode` itself fills; tests hold their observations
+equal to `encode` / `encode_one` bit for bit. Policies may read features back in seconds through
+`ObservationSpec` (heuristics do), networks take the tokens. Batched arrays carry a leading batch
+dimension B.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -214,6 +216,115 @@ def static_task_tokens(patches: np.ndarray, model: np.ndarray, spec: Observation
     tokens[..., T_IDX["run_at_max"]] = spec.step_s[patches] * (spec.max_steps / TIME_SCALE_S)
     tokens[..., MODEL_COL_T:] = (model[..., None] == _MODEL_IDS) & (patches[..., None] > 0)
     return tokens
+
+
+@dataclass(frozen=True)
+class TokenTables:
+    """Every token row an observation can hold, but for its one continuous column, made by `encode`.
+
+    A server token is the row for (speed class, state, idle) with the remaining time written in; a task
+    token the row for (key, visible, reusable, feasible) with the waiting time written in. A task's key
+    is patches * (n_models + 1) + model; a server's state is the key of the intact loaded group it
+    belongs to (paper mode, 0 = none) or its resident models as bits (warm mode, bit m-1 = model m).
+    The simulators build observations from these rows (one gather instead of a dozen feature writes);
+    tests hold the result equal to `encode` and `encode_one` bit for bit.
+    """
+
+    # (codes, len(SERVER_FEATURES)) float32; code = (base + state) * 2 + idle
+    server_rows: np.ndarray
+    # (codes, len(TASK_FEATURES)) float32; code = key * 8 + visible * 4 + reusable * 2 + feasible
+    task_rows: np.ndarray
+    server_base: np.ndarray  # (N,) int64: speed class * number of states
+    keys_per_size: int
+
+    @staticmethod
+    @cache
+    def for_config(cfg: SimConfig) -> TokenTables:
+        spec = ObservationSpec.from_config(cfg)
+        speeds = np.asarray(cfg.speeds, dtype=np.float64)
+        server_rows, server_base = _server_rows(cfg, spec, speeds)
+        tables = TokenTables(server_rows, _task_rows(cfg, spec), server_base, cfg.n_models + 1)
+        for array in (tables.server_rows, tables.task_rows, tables.server_base):
+            array.flags.writeable = False  # shared by every simulator of this config
+        return tables
+
+
+def _task_rows(cfg: SimConfig, spec: ObservationSpec) -> np.ndarray:
+    per_size = cfg.n_models + 1
+    codes = np.arange((cfg.max_patches + 1) * per_size * 8)
+    key = codes // 8
+    patches, model = key // per_size, key % per_size
+    valid = (patches > 0) & (codes & 4 > 0)
+    feasible = valid & (codes & 1 > 0)
+    # `encode` derives feasibility from the idle count: all max_patches servers idle, or none.
+    idle = np.broadcast_to(feasible[:, None], (codes.size, cfg.max_patches))
+    raw = _raw_view_of_rows(
+        idle=idle,
+        n_models=cfg.n_models,
+        task_valid=valid[:, None],
+        task_patches=(patches * valid)[:, None],
+        task_model=(model * valid)[:, None],
+        task_reusable=(valid & (codes & 2 > 0))[:, None],
+    )
+    return encode(raw, spec)["tasks"][:, 0]
+
+
+def _server_rows(cfg: SimConfig, spec: ObservationSpec, speeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    classes, speed_class = np.unique(speeds, return_inverse=True)
+    warm = cfg.mode == "warm"
+    n_states = 1 << cfg.n_models if warm else (cfg.max_patches + 1) * (cfg.n_models + 1)
+    codes = np.arange(classes.size * n_states * 2)
+    idle, state, speed = codes % 2 == 1, codes // 2 % n_states, classes[codes // 2 // n_states]
+    model_ids = np.arange(1, cfg.n_models + 1)
+    if warm:
+        resident = (state[:, None] >> (model_ids - 1)) & 1 == 1
+        group_size = np.zeros_like(state)
+    else:
+        resident = state[:, None] % (cfg.n_models + 1) == model_ids
+        group_size = state // (cfg.n_models + 1)
+    raw = _raw_view_of_rows(
+        idle=idle[:, None],
+        n_models=cfg.n_models,
+        group_size=group_size[:, None],
+        speed=speed[:, None],
+        resident=resident[:, None, :],
+    )
+    return encode(raw, spec)["servers"][:, 0], (speed_class * n_states).astype(np.int64)
+
+
+def _raw_view_of_rows(
+    *,
+    idle: np.ndarray,
+    n_models: int,
+    group_size: np.ndarray | None = None,
+    speed: np.ndarray | None = None,
+    resident: np.ndarray | None = None,
+    task_valid: np.ndarray | None = None,
+    task_patches: np.ndarray | None = None,
+    task_model: np.ndarray | None = None,
+    task_reusable: np.ndarray | None = None,
+) -> RawView:
+    """A RawView with one row per table entry: the given fields, zeros (ones for speed) elsewhere."""
+    r, n = idle.shape
+    q = 1 if task_valid is None else task_valid.shape[1]
+    zeros_q = np.zeros((r, q), dtype=np.int64)
+    zeros_r = np.zeros(r, dtype=np.int64)
+    return RawView(
+        now=np.zeros(r),
+        idle=idle,
+        remaining_s=np.zeros((r, n)),
+        group_size=np.zeros((r, n), dtype=np.int64) if group_size is None else group_size,
+        speed=np.ones((r, n)) if speed is None else speed,
+        resident=np.zeros((r, n, n_models), dtype=bool) if resident is None else resident,
+        task_valid=zeros_q > 0 if task_valid is None else task_valid,
+        task_waiting_s=np.zeros((r, q)),
+        task_patches=zeros_q if task_patches is None else task_patches,
+        task_model=zeros_q if task_model is None else task_model,
+        task_reusable=zeros_q > 0 if task_reusable is None else task_reusable,
+        n_waiting=zeros_r,
+        n_arrived=zeros_r,
+        n_launched=zeros_r,
+    )
 
 
 def take(obs: Observation, index: int | np.ndarray | slice) -> Observation:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 def decode_execute(flag: float) -> bool:
@@ -31,8 +31,7 @@ def choose_task(scores: Sequence[float], candidates: Sequence[bool]) -> int:
     return best
 
 
-@dataclass(frozen=True)
-class Gang:
+class Gang(NamedTuple):
     members: tuple[int, ...]
     reused: bool  # True when no model load is needed
 
@@ -48,13 +47,10 @@ def select_gang_paper(
     group[n] is the leader (lowest member index) of the intact loaded group server n belongs to, or -1.
     A group's members start and finish together, so they are all idle or all busy.
     """
-    size: dict[int, int] = {}
-    for g in group:
-        if g >= 0:
-            size[g] = size.get(g, 0) + 1
+    size = group_sizes(group)
     for leader in sorted(size):
         if size[leader] == patches and idle[leader] and group_model[leader] == model:
-            return Gang(tuple(n for n, g in enumerate(group) if g == leader), reused=True)
+            return Gang(tuple([n for n, g in enumerate(group) if g == leader]), reused=True)
     free = [n for n, ok in enumerate(idle) if ok]
     if len(free) < patches:
         return None
@@ -62,9 +58,36 @@ def select_gang_paper(
     remainder = patches - len(loose)
     if remainder <= 0:
         return Gang(tuple(loose[:patches]), reused=False)
-    grouped = [n for n in free if group[n] >= 0]
-    grouped.sort(key=lambda n: (_group_rank(size[group[n]], remainder, len(idle)), group[n], n))
-    return Gang(tuple(sorted(loose + grouped[:remainder])), reused=False)
+    n_servers = len(idle)
+    # Sorted by (rank, group, server): the tuples sort like the key the rule names.
+    grouped = sorted(
+        (_group_rank(size[group[n]], remainder, n_servers), group[n], n) for n in free if group[n] >= 0
+    )
+    return Gang(tuple(sorted(loose + [n for *_, n in grouped[:remainder]])), reused=False)
+
+
+def replace_groups(
+    group: Sequence[int], group_model: Sequence[int], members: Sequence[int], model: int
+) -> tuple[list[int], list[int]]:
+    """Paper reload rule: a gang that loads `model` becomes a new intact group led by its lowest
+    member, and its processes replace every group its members belonged to (those dissolve whole).
+    Returns the new (group, group_model) lists."""
+    touched = {group[n] for n in members if group[n] >= 0}
+    new_group = [-1 if g in touched else g for g in group]
+    new_model = [0 if g in touched else m for g, m in zip(group, group_model, strict=True)]
+    leader = min(members)
+    for n in members:
+        new_group[n], new_model[n] = leader, model
+    return new_group, new_model
+
+
+def group_sizes(group: Sequence[int]) -> dict[int, int]:
+    """Size of each intact loaded group, by leader (group[n] = leader of server n's group or -1)."""
+    size: dict[int, int] = {}
+    for g in group:
+        if g >= 0:
+            size[g] = size.get(g, 0) + 1
+    return size
 
 
 def _group_rank(size: int, remainder: int, n_servers: int) -> int:

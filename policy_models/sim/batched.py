@@ -1,14 +1,36 @@
 """B simulated clusters stepped together with array code.
 
-Same rules as `ClusterEnv` (read that first: it is the plain statement), over arrays with a leading batch
-dimension. Each environment owns its seeded generator and resets itself when its episode ends; finished
-episodes come back as rows of statistics. Tests check that B environments here follow exactly the
-trajectories of B single environments given the same seeds and actions.
+Same rules as `ClusterEnv` (read that first: it is the plain statement), over arrays that hold all B
+environments. Each environment owns its seeded generator and resets itself when its episode ends;
+finished episodes come back as rows of statistics. Tests check that B environments here follow exactly
+the trajectories of B single environments given the same seeds and actions, and that every
+observation equals `encode(raw_view())` bit for bit.
 
-The queue is kept as a window: the first Q waiting tasks (task indices, ascending, padded with the
-sentinel T) plus a pointer `next_unseen`. Only visible tasks can be launched, so every task at or past
-the pointer is still waiting, and the waiting set is window + [next_unseen, n_arrived). This keeps each
-step's work proportional to Q and N, not to the episode's task count.
+How it is fast (docs/simulator.md has the measurements):
+
+- The batch is the last, contiguous axis of every state array: servers are (N, B), queue slots
+  (Q+1, B), tasks (T+1, B). A reduction over servers or slots is then a few whole-row operations
+  (NumPy reduces a short last axis row by row, at ~50 ns a row), so the cost per decision stays flat
+  in B and grows linearly with N. Per-task values sit in flat arrays at `task * B + env`; task T is a
+  sentinel (arrival inf, key 0).
+- A step works on all B environments with masks (which launch, which wait) rather than gathering
+  subsets, except on the rarer paths (new gangs, envs that must wait for servers, resets). Subsets are
+  gathered with `take(envs, axis=...)`, which gives C order; `a[:, envs]` gives F order, and the
+  operations after it run several times slower.
+- The queue is the first Q+1 tasks not launched yet (`cand_*`), arrived or not, in index order.
+  Arrivals come in index order and only visible tasks launch, so the visible queue is exactly those
+  of the first Q that have arrived and the waiting count is arrived - launched. A launch drops one
+  candidate and appends the next task; time moving changes nothing here.
+- A task's key is patches * (n_models + 1) + model. Paper mode keeps, per server, the key of the
+  intact loaded group it belongs to (`member_key`, 0 = none) and the same at the group's leader only
+  (leader key): a task can reuse a group when its key equals an idle leader's. On small clusters the
+  whole group state is one number per env, stepped by lookups in a `GroupTable` (made by running the
+  scalar rule book on every reachable state) instead of a few dozen array operations.
+- Tokens come from `TokenTables`: a task token is the row for (key, visible, reusable, feasible) with
+  its waiting time written in, a server token the row for (speed, group key or resident models, idle)
+  with its remaining time written in.
+- Sums keep NumPy's pairwise order (`numpy_order_sum`), so rewards are bit-identical to the layout
+  with the batch first.
 """
 
 from __future__ import annotations
@@ -19,14 +41,48 @@ from dataclasses import dataclass
 import numpy as np
 
 from policy_models.config import SimConfig
-from policy_models.obs import TASK_FEATURES, Observation, ObservationSpec, RawView, encode, static_task_tokens
+from policy_models.obs import (
+    S_IDX,
+    T_IDX,
+    TIME_SCALE_S,
+    Observation,
+    ObservationSpec,
+    RawView,
+    TokenTables,
+    encode,
+)
 from policy_models.profiles import min_steps_for_quality, quality_table
 from policy_models.reward import launch_reward
+from policy_models.sim.group_table import GroupTable
 from policy_models.sim.stats import STAT_FIELDS, EpisodeStats
 from policy_models.workload import make_rng, uniforms_per_episode, workload_from_uniforms
 
 COL = {name: i for i, name in enumerate(STAT_FIELDS)}
-EPISODES_PER_DRAW = 16
+# Each env draws the workloads of its next episodes in blocks of this many (fewer when B * T is large,
+# to bound the memory): one generator call and one transform per block, not per episode.
+MAX_EPISODES_PER_BLOCK = 64
+BLOCK_CELLS = 1 << 20  # tasks per block array: ~12 MiB in all, as much as the draws took before
+INT_MAX = np.iinfo(np.int64).max
+# Up to this many servers, per-server ranks and group tests compare every pair of servers ((N, N, B)
+# arrays, no sort or scatter); above it they sort and scatter, whose cost grows as N log N and N.
+SMALL_N = 16
+# The statistics a launch adds to (besides launched), in STAT_FIELDS order (see _record).
+LAUNCH_STATS = slice(COL["reloads"], COL["total_reward"] + 1)
+assert STAT_FIELDS[LAUNCH_STATS] == (
+    "reloads",
+    "below_threshold",
+    "decisions",
+    "sum_response_s",
+    "sum_wait_s",
+    "sum_init_s",
+    "sum_run_s",
+    "sum_quality",
+    "sum_steps",
+    "total_reward",
+)
+# Per-server state that changes at launches, one (4, N, B) array so a reset or a new group writes it at
+# once: paper-mode groups (module docstring) and the server's token-table row (but for idle).
+GROUP, MEMBER_KEY, LEADER_KEY, SERVER_CODE = 0, 1, 2, 3
 
 
 @dataclass
@@ -49,399 +105,588 @@ class StepResult:
         ]
 
 
+def numpy_order_sum(rows: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 in the order NumPy's pairwise summation adds a contiguous last axis.
+
+    `x.sum(axis=-1)` on a (B, n) array and `numpy_order_sum(x.T)` agree bit for bit, so keeping the
+    batch on the last axis does not move a reward by one ulp. (A plain sum over axis 0 adds the rows
+    one after the other, which rounds differently once n >= 8.)
+    """
+    n = rows.shape[0]
+    if n < 8:
+        total = np.zeros(rows.shape[1:])
+        for row in rows:
+            total += row
+        return total
+    if n > 128:  # NumPy's block size: it splits the range in two (a multiple of 8 first) and recurses
+        half = n // 2 - (n // 2) % 8
+        return numpy_order_sum(rows[:half]) + numpy_order_sum(rows[half:])
+    stop = n - n % 8
+    acc = rows[:8] if stop == 8 else rows[:8].copy()
+    for start in range(8, stop, 8):
+        acc += rows[start : start + 8]
+    pairs = acc[0::2] + acc[1::2]  # ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    total = (pairs[0] + pairs[1]) + (pairs[2] + pairs[3])
+    for i in range(stop, n):
+        total += rows[i]
+    return total
+
+
+def first_max(values: np.ndarray) -> np.ndarray:
+    """argmax over axis 0 (the first row on ties), from whole-row operations."""
+    n = values.shape[0]
+    hits = values == values.max(0)
+    weights = np.arange(n, 0, -1, dtype=np.int16 if n < 2**15 else np.int64)[:, None]
+    return n - (hits * weights).max(0).astype(np.int64)
+
+
+def first_k(order: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(N, E) mask of the k smallest of each column of `order`, whose values must be distinct
+    wherever they can be chosen (a value that can never be chosen may repeat, e.g. INT_MAX)."""
+    n = order.shape[0]
+    if n <= SMALL_N:  # rank by comparing every pair: a few whole-array operations, no sort
+        return (order[:, None] < order[None]).sum(0) < k
+    rows = order.T.copy()  # C order, whatever the layout of `order`
+    rows.sort(axis=1)
+    return order <= rows.ravel().take(np.arange(order.shape[1]) * n + k - 1)
+
+
+def as_rows(table: np.ndarray) -> np.ndarray:
+    """A (R, F) float32 table as R void items, so `take` copies whole token rows."""
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    return table.view(np.dtype((np.void, table.shape[1] * 4))).ravel()
+
+
 class BatchedClusterSim:
+    """B clusters of one configuration, one seed each; `reset()` once, then `step(actions)`."""
+
     def __init__(self, config: SimConfig, seeds: Sequence[int]) -> None:
-        cfg = config
-        self.cfg = cfg
-        self.spec = ObservationSpec.from_config(cfg)
+        self.cfg = config
+        self.spec = ObservationSpec.from_config(config)
         self.batch = len(seeds)
         self.rngs = [make_rng(s) for s in seeds]
-        # Workload randomness for the next few episodes of each env, drawn in one generator call: the
-        # same stream as one draw per episode (so trajectories still match ClusterEnv), far fewer calls.
-        self._draws = np.zeros((len(seeds), EPISODES_PER_DRAW, uniforms_per_episode(config)))
-        self._next_draw = np.full(len(seeds), EPISODES_PER_DRAW)
+        self._init_constants()
+        self._init_workload_blocks()
+        self._init_state()
+
+    def _init_constants(self) -> None:
+        cfg, spec = self.cfg, self.spec
         b, n, t, q = self.batch, cfg.n_servers, cfg.tasks_per_episode, cfg.visible_queue
-        self._rows = np.arange(b)
-        self._server_ix = np.arange(n)
-        self._slot_ix = np.arange(q)
-        self._model_ids = np.arange(1, cfg.n_models + 1)
+        self._warm = cfg.mode == "warm"
+        self._keys_per_size = cfg.n_models + 1
+        self._n_keys = (cfg.max_patches + 1) * self._keys_per_size
+        self._key_bits = self._n_keys <= 63  # paper mode: reusable keys as bits of an int64 (else a table)
+        self._env = np.arange(b)
+        self._first_tasks = np.minimum(np.arange(q + 1), t)[:, None] * b  # flat rows of tasks 0..Q
+        self._server_ix = np.arange(n)[:, None]
+        self._slot_ix = np.arange(q)[:, None]
+        self._bit = (1 << np.arange(n, dtype=np.int64))[:, None]  # server n's bit
         self._step_s, self._init_s = (np.nan_to_num(a) for a in cfg.profile.lookup_arrays(cfg.max_patches))
         self._quality = quality_table(cfg.max_steps)
-        self._speed = np.asarray(cfg.speeds, dtype=np.float64)
-        self._warm_speed_frac = self._speed / (2.0 * self._speed.max())
+        speeds = np.asarray(cfg.speeds, dtype=np.float64)
+        self._speed = speeds[:, None]
+        self._uniform_speed = float(speeds[0]) if (speeds == speeds[0]).all() else None
+        self._warm_speed_frac = self._speed / (2.0 * speeds.max())
         lb_steps = min_steps_for_quality(cfg.reward.quality_threshold, cfg.max_steps)
-        self._lb_run = self._step_s * lb_steps / self._speed.max()
+        self._lb_run = self._step_s * lb_steps / speeds.max()
+        # Globals: now, idle servers, waiting, arrived and launched tasks over their scales.
+        scales = (spec.time_limit_s, n, spec.visible_queue, spec.tasks_per_episode, spec.tasks_per_episode)
+        self._global_scales = np.array(scales, dtype=np.float64)[:, None]
+        tables = TokenTables.for_config(cfg)
+        self._task_rows, self._server_rows = as_rows(tables.task_rows), as_rows(tables.server_rows)
+        self._server_code_base = tables.server_base[:, None]
+        # Paper mode on a small cluster: one group-state number per env, stepped by table lookups, and
+        # all N server tokens of an env (but remaining times) by group state << N | idle bits.
+        self._table = None if self._warm else GroupTable.for_config(cfg)
+        if self._table is not None:
+            idle_bits = np.arange(1 << n)[:, None] >> np.arange(n) & 1  # (2**N, N)
+            codes = (self._server_code_base[:, 0] + self._table.member_key)[:, None, :] * 2 + idle_bits
+            blocks = tables.server_rows[codes.reshape(-1, n)]  # (states << N, N, Fs)
+            self._server_blocks = as_rows(blocks.reshape(blocks.shape[0], -1))
+
+    def _init_workload_blocks(self) -> None:
+        """The workloads of each env's next episodes, made from one generator call per env and block:
+        the same stream as one draw per episode (so trajectories still match ClusterEnv), far fewer
+        calls."""
+        b, t = self.batch, self.cfg.tasks_per_episode
+        self._block_size = max(1, min(MAX_EPISODES_PER_BLOCK, BLOCK_CELLS // (b * t)))
+        self._block_arrival = np.zeros((b, self._block_size, t))
+        self._block_key = np.zeros((b, self._block_size, t), dtype=np.int32)
+        self._block_arrived = np.zeros((b, self._block_size), dtype=np.int64)  # tasks waiting at t=0
+        self._next_draw = np.full(b, self._block_size)
+        self._episode_draw = np.zeros(b, dtype=np.int64)  # where in its block each env's episode is
+
+    def _init_state(self) -> None:
+        cfg = self.cfg
+        b, n, t, q, m = self.batch, cfg.n_servers, cfg.tasks_per_episode, cfg.visible_queue, cfg.n_models
         self.now = np.zeros(b)
         self.tick = np.zeros(b, dtype=np.int64)
-        self.busy_until = np.zeros((b, n))
-        self.group = np.full((b, n), -1, dtype=np.int64)
-        self.group_model = np.zeros((b, n), dtype=np.int64)
-        self.last_used = np.full((b, n, cfg.n_models + 1), -np.inf)
-        # Task arrays carry a sentinel column T: arrival inf, patches and model 0.
-        self.arrival = np.full((b, t + 1), np.inf)
-        self.patches = np.zeros((b, t + 1), dtype=np.int64)
-        self.model = np.zeros((b, t + 1), dtype=np.int64)
-        # The observation columns fixed per task, kept so each decision only gathers them.
-        self.task_tokens = np.zeros((b, t + 1, len(TASK_FEATURES)), dtype=np.float32)
-        self._row_offset = np.arange(b)[:, None] * (t + 1)  # flat index of each env's task 0
-        self.window = np.full((b, q), t, dtype=np.int64)
-        self.win_len = np.zeros(b, dtype=np.int64)
-        self.next_unseen = np.zeros(b, dtype=np.int64)
+        self.busy_until = np.zeros((n, b))
+        # The server state of a new episode: no groups, token rows (code base + 0) * 2 (see TokenTables).
+        self._empty_servers = np.zeros((4, n, 1), dtype=np.int64)
+        self._empty_servers[GROUP] = -1
+        self._empty_servers[SERVER_CODE] = self._server_code_base * 2
+        self.server_state = self._empty_servers + np.zeros((4, n, b), dtype=np.int64)
+        self._server_state_rows = (np.arange(4 * n) * b).reshape(4, n, 1)  # flat index of env 0
+        self.group_state = np.zeros(b, dtype=np.int64)  # with a GroupTable
+        # warm mode: when server n last used model m ([m, n, env]; -inf = not resident; row 0 unused),
+        # and the resident models as bits (bit m-1 = model m).
+        self.last_used = np.full((m + 1, n, b), -np.inf) if self._warm else np.zeros((0, n, b))
+        self.resident_bits = np.zeros((n, b), dtype=np.int64)
+        # The current episode's tasks (row T is the sentinel).
+        self.arrival = np.full((t + 1, b), np.inf)
+        self.key = np.zeros((t + 1, b), dtype=np.int64)
+        # The queue: the first Q+1 tasks not launched yet, and the index of the task after them.
+        self.cand_arrival = np.full((q + 1, b), np.inf)
+        self.cand_key = np.zeros((q + 1, b), dtype=np.int64)
+        self.next_task = np.zeros(b, dtype=np.int64)
         self.n_arrived = np.zeros(b, dtype=np.int64)
-        self.stats = np.zeros((b, len(STAT_FIELDS)))
+        self.stats = np.zeros((len(STAT_FIELDS), b))
         self.terminated = np.zeros(b, dtype=bool)
         self.truncated = np.zeros(b, dtype=bool)
+        # Noted by each observation for the next decision (the state does not change in between).
+        self._idle = np.ones((n, b), dtype=bool)
+        self._feasible = np.zeros((q, b), dtype=bool)
+        self._any_feasible = np.zeros(b, dtype=bool)
+        self._idle_leader_key = np.zeros((n, b), dtype=np.int64)
+        self._state_and_idle = np.zeros(b, dtype=np.int64)  # group state << N | idle bits
+
+    @property
+    def group(self) -> np.ndarray:
+        """(N, B) paper mode: leader of each server's intact loaded group, -1 = none."""
+        if self._table is not None:
+            return self._table.leader.take(self.group_state, axis=0).T
+        return self.server_state[GROUP]
+
+    @property
+    def member_key(self) -> np.ndarray:
+        """(N, B) paper mode: key (size * (n_models + 1) + model) of each server's group, 0 = none."""
+        if self._table is not None:
+            return self._table.member_key.take(self.group_state, axis=0).T
+        return self.server_state[MEMBER_KEY]
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     def reset(self) -> Observation:
-        self._reset_envs(self._rows)
+        self._reset_envs(self._env)
         return self._observe()
 
     def _reset_envs(self, envs: np.ndarray) -> None:
         cfg, t = self.cfg, self.cfg.tasks_per_episode
-        wl = workload_from_uniforms(self._take_draws(envs), cfg)
-        self.arrival[envs, :t], self.patches[envs, :t], self.model[envs, :t] = (
-            wl.arrival_s,
-            wl.patches,
-            wl.model,
-        )
-        self.task_tokens[envs, :t] = static_task_tokens(wl.patches, wl.model, self.spec)
+        draw = self._take_draws(envs)
+        self.arrival[:t, envs] = self._block_arrival[envs, draw].T
+        self.key[:t, envs] = self._block_key[envs, draw].T
+        self.n_arrived[envs] = self._block_arrived[envs, draw]
         self.now[envs] = 0.0
-        self.tick[envs] = 0
-        self.busy_until[envs] = 0.0
-        self.group[envs] = -1
-        self.group_model[envs] = 0
-        self.last_used[envs] = -np.inf
-        self.window[envs] = t
-        self.win_len[envs] = 0
-        self.next_unseen[envs] = 0
-        self.n_arrived[envs] = np.count_nonzero(wl.arrival_s <= 0.0, axis=1)
-        self.stats[envs] = 0.0
+        if cfg.tick_s is not None:
+            self.tick[envs] = 0
+        self.busy_until[:, envs] = 0.0
+        if self._warm:
+            self.last_used[:, :, envs] = -np.inf
+            self.resident_bits[:, envs] = 0
+        self.server_state[:, :, envs] = self._empty_servers
+        self.group_state[envs] = 0
+        first = self._first_tasks + envs
+        self.cand_arrival[:, envs] = self.arrival.ravel().take(first)
+        self.cand_key[:, envs] = self.key.ravel().take(first)
+        self.next_task[envs] = min(cfg.visible_queue + 1, t)
+        self.stats[:, envs] = 0.0
         self.terminated[envs] = False
         self.truncated[envs] = False
-        self._refill(envs)
-        self._settle(envs, after_wait=False)
+        # A task waiting at t=0 always fits the N idle servers; without one, go to the first launch.
+        if cfg.tick_s is None and cfg.initial_tasks == 0:
+            self._settle_new_episodes(envs)
+            self.n_arrived[envs] = (self.arrival.take(envs, axis=1) <= self.now[envs]).sum(0)
 
     def _take_draws(self, envs: np.ndarray) -> np.ndarray:
-        """(E, uniforms per episode): each env's next episode of workload randomness."""
-        empty = envs[self._next_draw[envs] == EPISODES_PER_DRAW]
-        shape = self._draws.shape[1:]
-        for e in empty.tolist():
-            self._draws[e] = self.rngs[e].random(shape)
-        self._next_draw[empty] = 0
-        draws = self._draws[envs, self._next_draw[envs]]
+        """Each env's index into its block of upcoming workloads, drawing a new block where used up."""
+        empty = envs[self._next_draw[envs] == self._block_size]
+        if empty.size:
+            cfg = self.cfg
+            shape = (self._block_size, uniforms_per_episode(cfg))
+            uniforms = np.concatenate([self.rngs[e].random(shape) for e in empty.tolist()])
+            wl = workload_from_uniforms(uniforms, cfg)
+            block = (empty.size, self._block_size, cfg.tasks_per_episode)
+            self._block_arrival[empty] = wl.arrival_s.reshape(block)
+            self._block_key[empty] = (wl.patches * self._keys_per_size + wl.model).reshape(block)
+            self._block_arrived[empty] = (wl.arrival_s <= 0.0).sum(1).reshape(block[:2])
+            self._next_draw[empty] = 0
+        draw = self._next_draw[envs]
         self._next_draw[envs] += 1
-        return draws
+        self._episode_draw[envs] = draw
+        return draw
 
     def step(self, actions: np.ndarray) -> StepResult:
         cfg = self.cfg
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (self.batch, cfg.action_dim) or not np.isfinite(actions).all():
-            raise ValueError(f"actions must be finite, shape {(self.batch, cfg.action_dim)}")
-        actions = np.clip(actions, -1.0, 1.0)
-        self.stats[:, COL["decisions"]] += 1
-        scores = np.where(self._feasible, actions[:, 2:], -np.inf)
-        slot = scores.argmax(1)
-        launch = (actions[:, 0] > 0.0) & self._feasible.any(1)
-        reward = np.zeros(self.batch)
-        reloaded = np.zeros(self.batch, dtype=bool)
-        steps = np.zeros(self.batch, dtype=np.int64)
-        envs = np.flatnonzero(launch)
-        if envs.size:
-            x = cfg.min_steps + (actions[envs, 1] + 1.0) * 0.5 * (cfg.max_steps - cfg.min_steps)
-            steps[envs] = np.clip(np.floor(x + 0.5), cfg.min_steps, cfg.max_steps).astype(np.int64)
-            reward[envs], reloaded[envs] = self._launch(envs, slot[envs], steps[envs])
-            self._after_launch(envs)
-        waited = np.flatnonzero(~launch)
-        if waited.size:
-            self._settle(waited, after_wait=True)
-        self.truncated |= ~self.terminated & (self.stats[:, COL["decisions"]] >= cfg.max_decisions)
+        act = self._checked_actions(actions)
+        self.stats[COL["decisions"]] += 1
+        slot = first_max(np.where(self._feasible, act[2:], -np.inf))
+        launch = (act[0] > 0.0) & self._any_feasible
+        if launch.any():
+            reward, reloaded, steps = self._launch(launch, slot, act[1])
+            self.terminated |= launch & (self.stats[COL["launched"]] == cfg.tasks_per_episode)
+        else:
+            reward, reloaded, steps = np.zeros(self.batch), launch.copy(), np.zeros(self.batch, np.int64)
+        self._advance_time(~launch)
+        self.n_arrived = self._count_arrived()
+        self.truncated |= ~self.terminated & (self.stats[COL["decisions"]] >= cfg.max_decisions)
         terminated, truncated = self.terminated.copy(), self.truncated.copy()
         done_envs, done_stats = self._finish_episodes(terminated | truncated)
         obs = self._observe()
         return StepResult(obs, reward, terminated, truncated, launch, reloaded, steps, done_envs, done_stats)
+
+    def _count_arrived(self) -> np.ndarray:
+        arrived = (self.arrival <= self.now).view(np.uint8)  # summed as bytes: ~3x faster than bools
+        count_type = np.uint8 if self.arrival.shape[0] < 256 else np.int64
+        return arrived.sum(0, dtype=count_type).astype(np.int64)
+
+    def _checked_actions(self, actions: np.ndarray) -> np.ndarray:
+        """(2+Q, B) actions clipped to [-1, 1] (a transposed view); raises on a wrong shape or a
+        non-finite value."""
+        actions = np.asarray(actions, dtype=np.float64)
+        shape = (self.batch, self.cfg.action_dim)
+        if actions.shape != shape or not np.isfinite(actions).all():
+            raise ValueError(f"actions must be finite, shape {shape}")
+        return np.clip(actions, -1.0, 1.0).T
 
     def _finish_episodes(self, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         envs = np.flatnonzero(done)
         if not envs.size:
             return envs, np.zeros((0, len(STAT_FIELDS)))
         t = self.cfg.tasks_per_episode
-        arrived = self.arrival[envs, :t] <= self.now[envs, None]
-        self.stats[envs, COL["arrived"]] = self.n_arrived[envs]
-        lb = np.where(arrived, self._lb_run[self.patches[envs, :t]], 0.0)
-        self.stats[envs, COL["sum_lower_bound_s"]] = lb.sum(1)
-        self.stats[envs, COL["end_time_s"]] = self.now[envs]
-        rows = self.stats[envs].copy()
+        # Arrivals come in index order, so the arrived tasks are the first n_arrived. (E, T) in C order,
+        # so the sum adds in the order it always has.
+        arrived = np.arange(t) < self.n_arrived[envs, None]
+        patches = self._block_key[envs, self._episode_draw[envs]] // self._keys_per_size
+        lb = np.where(arrived, self._lb_run[patches], 0.0)
+        self.stats[COL["arrived"], envs] = self.n_arrived[envs]
+        self.stats[COL["sum_lower_bound_s"], envs] = lb.sum(1)
+        self.stats[COL["end_time_s"], envs] = self.now[envs]
+        rows = self.stats[:, envs].T.copy()
         self._reset_envs(envs)
         return envs, rows
 
-    # ----- the queue window --------------------------------------------------------------------------
-    def _refill(self, envs: np.ndarray) -> None:
-        """Append newly arrived tasks to the window while it has room."""
-        q = self.cfg.visible_queue
-        length, nxt = self.win_len[envs], self.next_unseen[envs]
-        count = np.minimum(q - length, self.n_arrived[envs] - nxt)
-        j = self._slot_ix
-        fill = (j >= length[:, None]) & (j < (length + count)[:, None])
-        self.window[envs] = np.where(fill, (nxt - length)[:, None] + j, self.window[envs])
-        self.win_len[envs] = length + count
-        self.next_unseen[envs] = nxt + count
-
-    def _remove_from_window(self, envs: np.ndarray, slot: np.ndarray) -> None:
-        win = self.window[envs]
-        shifted = np.concatenate([win[:, 1:], np.full((len(envs), 1), self.cfg.tasks_per_episode)], 1)
-        self.window[envs] = np.where(self._slot_ix >= slot[:, None], shifted, win)
-        self.win_len[envs] -= 1
-        self._refill(envs)
-
     # ----- the launch --------------------------------------------------------------------------------
-    def _launch(self, envs: np.ndarray, slot: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _launch(
+        self, launch: np.ndarray, slot: np.ndarray, steps_action: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start the chosen task in every env of `launch`; returns reward, reloaded and steps (zero
+        where nothing launched)."""
         cfg = self.cfg
-        task = self.window[envs, slot]
-        k = self.patches[envs, task]
-        m = self.model[envs, task]
-        now = self.now[envs]
-        idle = self.busy_until[envs] <= now[:, None]
-        if cfg.mode == "paper":
-            members, reused = self._gang_paper(envs, k, m, idle)
-            init = np.where(reused, 0.0, self._init_s[k])
-        else:
-            members, reused = self._gang_warm(envs, k, m, idle)
+        # selector.decode_steps; with the action in [-1, 1] x stays in [min, max] (no clip needed) and
+        # x + 0.5 > 0, so truncation is the floor.
+        x = cfg.min_steps + (steps_action + 1.0) * 0.5 * (cfg.max_steps - cfg.min_steps)
+        steps = (x + 0.5).astype(np.int64)
+        at_slot = slot * self.batch + self._env
+        key = self.cand_key.ravel().take(at_slot)
+        k = key // self._keys_per_size
+        now = self.now
+        if self._warm:
+            members, reused = self._gang_warm(launch, k, key - k * self._keys_per_size)
             init = np.where(reused, cfg.profile.group_setup_s, self._init_s[k])
-        slowest = np.where(members, self._speed, np.inf).min(1)
+        else:
+            members, reused = self._gang_paper(launch, k, key)
+            init = self._init_s[k] * ~reused
+        if self._uniform_speed is None:
+            slowest = np.where(members, self._speed, np.inf).min(0)
+            slowest[~launch] = 1.0
+        else:
+            slowest = self._uniform_speed
         run = self._step_s[k] * steps / slowest
-        until = now + init + run
-        self.busy_until[envs] = np.where(members, until[:, None], self.busy_until[envs])
-        self._remove_from_window(envs, slot)
-        wait = now - self.arrival[envs, task]
+        self.busy_until = np.where(members, now + init + run, self.busy_until)
+        # A waiting time of 1 s where nothing launches keeps the reward's denominator positive there.
+        wait = np.where(launch, now - self.cand_arrival.ravel().take(at_slot), 1.0)
+        self._drop_candidate(launch, slot)
+        self.stats[COL["launched"]] += launch
         quality = self._quality[steps]
-        reward = launch_reward(wait, init + run, self._queue_wait(envs, now), quality, cfg.reward)
-        self._record(envs, wait, init, run, quality, steps, reward, ~reused)
-        return reward, ~reused
+        reward = launch_reward(wait, init + run, self._queue_wait(), quality, cfg.reward)
+        below = quality < cfg.reward.quality_threshold
+        self._record(launch, ~reused, below, wait, init, run, quality, steps, reward)
+        return reward * launch, launch & ~reused, steps * launch
 
-    def _queue_wait(self, envs: np.ndarray, now: np.ndarray) -> np.ndarray:
+    def _drop_candidate(self, launch: np.ndarray, slot: np.ndarray) -> None:
+        """Remove the launched candidate (the later ones move up) and append the next task."""
+        shift = launch & (self._slot_ix >= slot)
+        incoming = self.next_task * self.batch + self._env
+        for values, per_task in ((self.cand_arrival, self.arrival), (self.cand_key, self.key)):
+            values[:-1] = np.where(shift, values[1:], values[:-1])
+            values[-1] = np.where(launch, per_task.ravel().take(incoming), values[-1])
+        self.next_task += launch & (self.next_task < self.cfg.tasks_per_episode)
+
+    def _queue_wait(self) -> np.ndarray:
         """Mean waiting time of the visible queue after the launch (0 when empty)."""
-        win = self.window[envs]
-        total = np.where(
-            win < self.cfg.tasks_per_episode, now[:, None] - self.arrival[envs[:, None], win], 0.0
+        waiting = self.now - self.cand_arrival[:-1]
+        np.maximum(waiting, 0.0, out=waiting)  # 0 for tasks not arrived yet
+        visible = np.minimum(self.n_arrived - self.stats[COL["launched"]], self.cfg.visible_queue)
+        return numpy_order_sum(waiting) / np.maximum(visible, 1.0)
+
+    def _record(self, launch: np.ndarray, *values: np.ndarray) -> None:
+        """Add a launch's statistics (columns reloads .. total_reward; decisions, in between, gets 0)."""
+        reloaded, below, wait, init, run, quality, steps, reward = values
+        no_change = np.zeros(self.batch)
+        delta = np.stack(
+            [reloaded, below, no_change, wait + init + run, wait, init, run, quality, steps, reward]
         )
-        count = self.win_len[envs]
-        return np.where(count > 0, total.sum(1) / np.maximum(count, 1), 0.0)
-
-    def _record(
-        self,
-        envs: np.ndarray,
-        wait: np.ndarray,
-        init: np.ndarray,
-        run: np.ndarray,
-        quality: np.ndarray,
-        steps: np.ndarray,
-        reward: np.ndarray,
-        reloaded: np.ndarray,
-    ) -> None:
-        delta = np.zeros((len(envs), len(STAT_FIELDS)))
-        columns = {
-            "launched": 1.0,
-            "reloads": reloaded,
-            "below_threshold": quality < self.cfg.reward.quality_threshold,
-            "sum_response_s": wait + init + run,
-            "sum_wait_s": wait,
-            "sum_init_s": init,
-            "sum_run_s": run,
-            "sum_quality": quality,
-            "sum_steps": steps,
-            "total_reward": reward,
-        }
-        for name, value in columns.items():
-            delta[:, COL[name]] = value
-        self.stats[envs] += delta
-
-    def _select_first(self, key: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """Mask of the k smallest keys per row (ties broken by lower index)."""
-        order = np.argsort(key, axis=1, kind="stable")
-        chosen = np.zeros(key.shape, dtype=bool)
-        np.put_along_axis(chosen, order, self._server_ix < k[:, None], axis=1)
-        return chosen
-
-    def _group_sizes(self, group: np.ndarray) -> np.ndarray:
-        """(E,N): size of the intact group led by server g (0 where g leads none)."""
-        e, n = group.shape
-        flat = (np.arange(e)[:, None] * n + group)[group >= 0]
-        return np.bincount(flat, minlength=e * n).reshape(e, n)
+        self.stats[LAUNCH_STATS] += np.where(launch, delta, 0.0)
 
     def _gang_paper(
-        self, envs: np.ndarray, k: np.ndarray, m: np.ndarray, idle: np.ndarray
+        self, launch: np.ndarray, k: np.ndarray, key: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = self.cfg.n_servers
-        group, gmodel = self.group[envs], self.group_model[envs]
-        grouped = group >= 0
-        size = self._group_sizes(group)
-        reusable = (size == k[:, None]) & idle & (gmodel == m[:, None])
-        reused = reusable.any(1)
-        leader = reusable.argmax(1)
-        reuse_members = group == leader[:, None]
-        my_size = np.take_along_axis(size, np.maximum(group, 0), axis=1)
-        remainder = k - (idle & ~grouped).sum(1)
-        rank = np.where(my_size >= remainder[:, None], my_size, 2 * n - my_size)  # selector._group_rank
-        key = np.where(grouped, ((2 * n + 1 + rank) * n + group) * n + self._server_ix, self._server_ix)
-        key = np.where(idle, key, np.iinfo(np.int64).max)
-        new_members = self._select_first(key, k)
-        members = np.where(reused[:, None], reuse_members, new_members)
-        fresh = ~reused
-        if fresh.any():
-            self._form_groups(envs[fresh], group[fresh], gmodel[fresh], new_members[fresh], m[fresh])
+        if self._table is not None:
+            return self._gang_from_table(launch, key)
+        # Reuse: an idle intact group with the task's key (the lowest leader first).
+        reusable = self._idle_leader_key == key
+        reused = launch & reusable.any(0)
+        members = np.zeros_like(reusable)
+        if reused.any():
+            leader = np.where(reusable, self._server_ix, self.cfg.n_servers).min(0)
+            members = (self.group == leader) & reused
+        fresh = np.flatnonzero(launch & ~reused)
+        if fresh.size:
+            members[:, fresh] = self._new_groups(fresh, k[fresh], key[fresh])
         return members, reused
 
-    def _form_groups(
-        self, envs: np.ndarray, group: np.ndarray, gmodel: np.ndarray, members: np.ndarray, m: np.ndarray
-    ) -> None:
-        """New groups replace every group their members belonged to (their processes are ended)."""
-        e, n = group.shape
-        touched = np.zeros((e, n), dtype=bool)
-        rows, cols = np.nonzero(members & (group >= 0))
-        touched[rows, group[rows, cols]] = True
-        dissolve = (group >= 0) & np.take_along_axis(touched, np.maximum(group, 0), axis=1)
-        group = np.where(dissolve, -1, group)
-        gmodel = np.where(dissolve, 0, gmodel)
-        leader = members.argmax(1)
-        self.group[envs] = np.where(members, leader[:, None], group)
-        self.group_model[envs] = np.where(members, m[:, None], gmodel)
+    def _gang_from_table(self, launch: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """_gang_paper by lookups in the group table (small clusters)."""
+        table = self._table
+        assert table is not None
+        row = self._state_and_idle * table.n_keys + key
+        reused = launch & table.reused.take(row)
+        self.group_state = np.where(launch, table.next_state.take(row), self.group_state)
+        members = table.members.take(row) * launch & self._bit > 0
+        return members, reused
 
-    def _gang_warm(
-        self, envs: np.ndarray, k: np.ndarray, m: np.ndarray, idle: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        last = self.last_used[envs]
-        resident = last != -np.inf
-        holds = np.take_along_axis(resident, m[:, None, None], axis=2)[..., 0]
-        free = resident[..., 1:].sum(-1) < self.cfg.models_per_server
-        key = 4.0 * holds + 2.0 * (free & ~holds) + self._warm_speed_frac
-        members = self._select_first(np.where(idle, -key, np.inf), k)
-        reused = ~(members & ~holds).any(1)
-        # Members lacking the model load it, evicting their least recently used model when full.
-        loads = members & ~holds & ~free
-        if loads.any():
-            rows, cols = np.nonzero(loads)
-            lru = np.where(resident[rows, cols, 1:], last[rows, cols, 1:], np.inf).argmin(1) + 1
-            last[rows, cols, lru] = -np.inf
-        rows, cols = np.nonzero(members)
-        last[rows, cols, m[rows]] = self.now[envs][rows]
-        self.last_used[envs] = last
+    def _new_groups(self, envs: np.ndarray, k: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """Choose a new gang in each of `envs` (select_gang_paper) and load the model on it as a new
+        group, which replaces every group its members belonged to (their processes are ended)."""
+        n = self.cfg.n_servers
+        state = self.server_state.take(envs, axis=2)
+        group, member_key = state[GROUP], state[MEMBER_KEY]
+        idle, grouped = self._idle.take(envs, axis=1), group >= 0
+        # Idle servers outside loaded groups first (by index), then loaded ones: the smallest group
+        # that covers the remainder alone, else the largest groups first; then by group and index.
+        size = member_key // self._keys_per_size
+        remainder = k - (idle & ~grouped).sum(0)
+        rank = np.where(size >= remainder, size, 2 * n - size)  # selector._group_rank, >= 1
+        ix = self._server_ix
+        order = np.where(grouped, (rank * n + group) * n + ix, ix)  # grouped ones after n - 1
+        order[~idle] = INT_MAX
+        members = first_k(order, k)
+        dissolve = grouped & self._touched_groups(group, members & grouped)
+        leader = np.where(members, ix, n).min(0)
+        state[GROUP] = np.where(members, leader, np.where(dissolve, -1, group))
+        state[MEMBER_KEY] = np.where(members, key, np.where(dissolve, 0, member_key))
+        state[LEADER_KEY] = state[MEMBER_KEY] * (state[GROUP] == ix)
+        state[SERVER_CODE] = (self._server_code_base + state[MEMBER_KEY]) * 2
+        self.server_state.ravel()[self._server_state_rows + envs] = state
+        return members
+
+    def _touched_groups(self, group: np.ndarray, marks: np.ndarray) -> np.ndarray:
+        """(N, E): whether server n's group (group[n], a leader index) has a marked member."""
+        n, e = group.shape
+        if n <= SMALL_N:  # compare every pair of servers: a few whole-array operations
+            return ((group[:, None] == group[None]) & marks[None]).any(1)
+        cols = np.arange(e)
+        touched = np.zeros(n * e, dtype=bool)
+        touched[(group * e + cols)[marks]] = True
+        return touched.take(group * e + cols, mode="clip")
+
+    def _gang_warm(self, launch: np.ndarray, k: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Holders of the model first (fastest first), then servers with a free slot, then by speed
+        (select_gang_warm); members lacking the model load it, evicting their least recently used."""
+        n, b = self.cfg.n_servers, self.batch
+        bits = self.resident_bits
+        holds = (bits >> np.maximum(m - 1, 0)) & 1 == 1
+        free = self._n_resident < self.cfg.models_per_server
+        preference = 4.0 * holds + 2.0 * (free & ~holds) + self._warm_speed_frac
+        envs = np.flatnonzero(launch)
+        candidates = np.where(self._idle.take(envs, axis=1), -preference.take(envs, axis=1), np.inf).T.copy()
+        order = np.argsort(candidates, axis=1, kind="stable")  # ties: the lower index
+        chosen = np.zeros(candidates.shape, dtype=bool)
+        chosen.ravel()[order + np.arange(envs.size)[:, None] * n] = np.arange(n) < k[envs, None]
+        members = np.zeros((n, b), dtype=bool)
+        members[:, envs] = chosen.T
+        reused = ~(members & ~holds).any(0)
+        last = self.last_used.reshape(-1)
+        servers, cols = np.nonzero(members & ~holds & ~free)
+        if servers.size:
+            rows = self.last_used[1:, servers, cols]
+            lru = np.where(rows != -np.inf, rows, np.inf).argmin(0) + 1
+            last[(lru * n + servers) * b + cols] = -np.inf
+            bits[servers, cols] &= ~(1 << (lru - 1))
+        servers, cols = np.nonzero(members)
+        model = m[cols]
+        last[(model * n + servers) * b + cols] = self.now[cols]
+        bits[servers, cols] |= 1 << (model - 1)
+        self.server_state[SERVER_CODE] = (self._server_code_base + bits) * 2
         return members, reused
 
     # ----- time --------------------------------------------------------------------------------------
-    def _after_launch(self, envs: np.ndarray) -> None:
-        done = self.stats[envs, COL["launched"]] == self.cfg.tasks_per_episode
-        self.terminated[envs[done]] = True
-        self._settle(envs[~done], after_wait=False)
-
-    def _launch_feasible(self, envs: np.ndarray) -> np.ndarray:
-        n_idle = (self.busy_until[envs] <= self.now[envs, None]).sum(1)
-        win = self.window[envs]
-        fits = self.patches[envs[:, None], win] <= n_idle[:, None]
-        return (fits & (win < self.cfg.tasks_per_episode)).any(1)
-
-    def _settle(self, envs: np.ndarray, after_wait: bool) -> None:
-        """Advance time: one tick, or to the next instant where a launch is possible (see ClusterEnv)."""
+    def _advance_time(self, waited: np.ndarray) -> None:
+        """Move time after a decision: one tick, or (event-driven) to the first instant where a launch
+        is possible, from the next event or the decision timer after a wait, from now after a launch."""
         cfg = self.cfg
         if cfg.tick_s is not None:
-            if after_wait:
-                self.tick[envs] += 1
-                self.now[envs] = self.tick[envs] * cfg.tick_s
-                self.truncated[envs] = self.now[envs] > cfg.time_limit_s
-                self.n_arrived[envs] = (self.arrival[envs] <= self.now[envs, None]).sum(1)
-                self._refill(envs)
+            self.tick += waited
+            self.now = np.where(waited, self.tick * cfg.tick_s, self.now)
+            self.truncated |= waited & (self.now > cfg.time_limit_s)
             return
-        if after_wait:
-            timer = self.now[envs] + cfg.recheck_s
-            envs = envs[self._jump(envs, np.minimum(self._next_event_time(envs), timer))]
-        envs = envs[~self._launch_feasible(envs)]
-        if envs.size:
-            self._jump(envs, self._next_feasible_time(envs))
+        start = self.now
+        if waited.any():
+            busy = self.busy_until
+            next_finish = np.where(busy > self.now, busy, np.inf).min(0)
+            next_arrival = self.arrival.ravel().take(self.n_arrived * self.batch + self._env)
+            next_event = np.minimum(np.minimum(next_arrival, next_finish), self.now + cfg.recheck_s)
+            start = np.where(waited, next_event, self.now)
+        n_idle = (self.busy_until <= start).sum(0)
+        fits = (self.cand_arrival[:-1] <= start) & (self.cand_key[:-1] < (n_idle + 1) * self._keys_per_size)
+        target = start
+        blocked = np.flatnonzero(~self.terminated & ~fits.any(0))
+        if blocked.size:
+            target = start.copy()
+            target[blocked] = self._next_feasible_time(blocked, start[blocked])
+        # Past the time limit the episode stops at the limit, truncated.
+        self.now = np.where(self.terminated, self.now, np.minimum(target, cfg.time_limit_s))
+        self.truncated |= ~self.terminated & (target > cfg.time_limit_s)
 
-    def _next_finish(self, envs: np.ndarray) -> np.ndarray:
-        busy = self.busy_until[envs]
-        return np.where(busy > self.now[envs, None], busy, np.inf).min(1)
+    def _settle_new_episodes(self, envs: np.ndarray) -> None:
+        """Move new episodes to their first instant with a possible launch (all servers are idle)."""
+        blocked = envs[~(self.cand_arrival[:-1].take(envs, axis=1) <= 0.0).any(0)]
+        if blocked.size:
+            target = self._next_feasible_time(blocked, self.now[blocked])
+            self.now[blocked] = np.minimum(target, self.cfg.time_limit_s)
+            self.truncated[blocked] = target > self.cfg.time_limit_s
 
-    def _next_event_time(self, envs: np.ndarray) -> np.ndarray:
-        """The next arrival or gang finish."""
-        return np.minimum(self.arrival[envs, self.n_arrived[envs]], self._next_finish(envs))
+    def _next_feasible_time(self, envs: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """The first instant from `start` on at which a launch is possible.
 
-    def _next_feasible_time(self, envs: np.ndarray) -> np.ndarray:
-        """While no launch is possible, the first instant one becomes possible.
-
-        Until then nothing launches, so the window only grows by the next arrivals that fit in it, and
-        the idle count only grows: r servers are idle from the r-th earliest release time on. A task
-        needing p servers is startable from max(its arrival, that time for r=p). ClusterEnv reaches the
-        same instant by stepping through every event in between.
+        Until then nothing launches, so the candidates stay the same and the idle count only grows: r
+        servers are idle from the r-th earliest release time on. A candidate needing p servers is
+        startable from max(its arrival, that time for r=p). ClusterEnv reaches the same instant by
+        stepping through every event in between.
         """
-        t, q = self.cfg.tasks_per_episode, self.cfg.visible_queue
-        rows = envs[:, None]
-        release = np.sort(np.maximum(self.busy_until[envs], self.now[envs, None]), axis=1)
-        release = np.concatenate([self.now[envs, None], release], axis=1)  # index r = p servers idle
-        upcoming = np.minimum(self.n_arrived[rows] + self._slot_ix, t)
-        enters = (self._slot_ix < (q - self.win_len[envs])[:, None]) & (upcoming < t)
-        candidates = np.concatenate([self.window[envs], np.where(enters, upcoming, t)], axis=1)
-        need = np.take_along_axis(release, self.patches[rows, candidates], axis=1)
-        start = np.maximum(self.arrival[rows, candidates], need)
-        return np.where(candidates < t, start, np.inf).min(1)
-
-    def _jump(self, envs: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        """Move to time `nxt`; returns which envs are still within the time limit (the rest truncate)."""
-        now, limit = self.now[envs], self.cfg.time_limit_s
-        beyond = nxt > limit
-        self.now[envs] = np.where(beyond, np.maximum(now, np.minimum(nxt, limit)), nxt)
-        self.truncated[envs[beyond]] = True
-        self.n_arrived[envs] = (self.arrival[envs] <= self.now[envs, None]).sum(1)
-        self._refill(envs)
-        return ~beyond
+        release = np.sort(np.maximum(self.busy_until.take(envs, axis=1), start), axis=0)
+        release = np.concatenate([start[None], release])  # row r = the time r servers are idle
+        e = envs.size
+        patches = self.cand_key[:-1].take(envs, axis=1) // self._keys_per_size
+        need = release.ravel().take(patches * e + np.arange(e))
+        return np.maximum(self.cand_arrival[:-1].take(envs, axis=1), need).min(0)
 
     # ----- observation -------------------------------------------------------------------------------
-    def raw_view(self) -> RawView:
-        cfg = self.cfg
-        b, n = self.batch, cfg.n_servers
-        now = self.now
-        idle = self.busy_until <= now[:, None]
-        win = self.window
-        rows = self._rows[:, None]
-        valid = win < cfg.tasks_per_episode
-        flat = self._row_offset + win
-        patches = self.patches.ravel().take(flat)
-        model = self.model.ravel().take(flat)
-        waiting_s = np.where(valid, now[:, None] - self.arrival.ravel().take(flat), 0.0)
-        if cfg.mode == "warm":
-            resident = self.last_used[..., 1:] != -np.inf
-            holders_idle = np.zeros((b, cfg.n_models + 1), dtype=np.int64)
-            holders_idle[:, 1:] = (resident & idle[..., None]).sum(1)
-            reusable = valid & (holders_idle[rows, model] >= patches)
-            group_size = np.zeros((b, n), dtype=np.int64)
-        else:
-            size = self._group_sizes(self.group)
-            grouped = self.group >= 0
-            group_size = np.where(grouped, np.take_along_axis(size, np.maximum(self.group, 0), 1), 0)
-            resident = self.group_model[..., None] == self._model_ids
-            # table[b, size, model]: an idle intact group of that size holding that model exists.
-            table = np.zeros((b, cfg.max_patches + 1, cfg.n_models + 1), dtype=bool)
-            lead_rows, leaders = np.nonzero((size > 0) & idle)
-            table[lead_rows, size[lead_rows, leaders], self.group_model[lead_rows, leaders]] = True
-            reusable = valid & table[rows, patches, model]
-        self._feasible = valid & (patches <= idle.sum(1, keepdims=True))
-        return RawView(
-            now=now,
-            idle=idle,
-            remaining_s=np.maximum(self.busy_until - now[:, None], 0.0),
-            group_size=group_size,
-            speed=np.broadcast_to(self._speed, (b, n)),
-            resident=resident,
-            task_valid=valid,
-            task_waiting_s=waiting_s,
-            task_patches=patches,
-            task_model=model,
-            task_reusable=reusable,
-            n_waiting=self.win_len + self.n_arrived - self.next_unseen,
-            n_arrived=self.n_arrived,
-            n_launched=self.stats[:, COL["launched"]].astype(np.int64),
-            task_static=self.task_tokens.reshape(-1, len(TASK_FEATURES)).take(flat, axis=0),
-        )
+    @property
+    def _n_resident(self) -> np.ndarray:
+        """(N, B) warm mode: models resident on each server."""
+        bits = self.resident_bits
+        return sum(((bits >> i) & 1 for i in range(self.cfg.n_models)), np.zeros_like(bits))
 
     def _observe(self) -> Observation:
+        """The observation of every env; also notes, for the next decision, the idle servers and the
+        launch candidates (visible tasks that fit the idle servers)."""
+        idle = self.busy_until <= self.now
+        n_idle = idle.sum(0)
+        valid = self.cand_arrival[:-1] <= self.now  # the visible tasks
+        feasible = valid & (self.cand_key[:-1] < (n_idle + 1) * self._keys_per_size)  # patches <= n_idle
+        reusable = self._reusable(idle)  # also for tasks not arrived: their rows are zeros anyway
+        self._idle, self._feasible, self._any_feasible = idle, feasible, feasible.any(0)
+        return {
+            "servers": self._server_tokens(idle),
+            "tasks": self._task_tokens(valid, reusable, feasible),
+            "globals": self._global_features(n_idle),
+        }
+
+    def _task_tokens(self, valid: np.ndarray, reusable: np.ndarray, feasible: np.ndarray) -> np.ndarray:
+        code = self.cand_key[:-1] * 8 + reusable * 2  # TokenTables: key * 8 + visible * 4 + reusable * 2
+        code += valid.view(np.int8) * 4 + feasible.view(np.int8)  # + feasible
+        tasks = self._task_rows.take(code.T).view(np.float32)  # batch first: (B, Q) rows
+        tasks = tasks.reshape(self.batch, self.cfg.visible_queue, -1)
+        waiting = self.now - self.cand_arrival[:-1]
+        np.maximum(waiting, 0.0, out=waiting)  # 0 for tasks not arrived yet
+        column = tasks.transpose(1, 0, 2)[:, :, T_IDX["waiting"]]
+        np.divide(waiting, TIME_SCALE_S, out=column, casting="same_kind")
+        return tasks
+
+    def _server_tokens(self, idle: np.ndarray) -> np.ndarray:
+        if self._table is not None:  # one row per env: the group state and idle servers fix all N
+            servers = self._server_blocks.take(self._state_and_idle)
+        else:
+            servers = self._server_rows.take(self._server_codes(idle))
+        servers = servers.view(np.float32).reshape(self.batch, self.cfg.n_servers, -1)
+        remaining = self.busy_until - self.now
+        np.maximum(remaining, 0.0, out=remaining)
+        column = servers.transpose(1, 0, 2)[:, :, S_IDX["remaining"]]
+        np.divide(remaining, TIME_SCALE_S, out=column, casting="same_kind")
+        return servers
+
+    def _global_features(self, n_idle: np.ndarray) -> np.ndarray:
+        launched = self.stats[COL["launched"]]
+        counts = np.stack([self.now, n_idle, self.n_arrived - launched, self.n_arrived, launched])
+        features = np.empty((self.batch, counts.shape[0]), dtype=np.float32)
+        np.divide(counts, self._global_scales, out=features.T, casting="same_kind")
+        return features
+
+    def _server_codes(self, idle: np.ndarray) -> np.ndarray:
+        """(B, N): each server's row in the server token table."""
+        codes = np.empty((self.batch, self.cfg.n_servers), dtype=np.int64)
+        np.add(self.server_state[SERVER_CODE], idle, out=codes.T)
+        return codes
+
+    def _reusable(self, idle: np.ndarray) -> np.ndarray:
+        """(Q, B) 0/1: which candidates could start now without loading their model, were they
+        visible. Paper mode: some idle leader has the candidate's key (key 0, "no group", marks the
+        other servers and is never a visible candidate's key)."""
+        b, m = self.batch, self.cfg.n_models
+        key = self.cand_key[:-1]
+        if self._table is not None:  # also notes the state and idle servers, for the next launch
+            self._state_and_idle = self.group_state << self.cfg.n_servers | (idle * self._bit).sum(0)
+            return (self._table.reusable_keys.take(self._state_and_idle) >> key) & 1
+        if self._warm:
+            patches = key // self._keys_per_size
+            holders = np.zeros((m + 1, b), dtype=np.int64)
+            for i in range(m):
+                holders[i + 1] = (idle & ((self.resident_bits >> i) & 1 == 1)).sum(0)
+            model = key - patches * self._keys_per_size
+            return holders.ravel().take(model * b + self._env) >= patches
+        self._idle_leader_key = self.server_state[LEADER_KEY] * idle
+        if self._key_bits:  # the keys present, as bits of one integer per env
+            bits = np.bitwise_or.reduce(1 << self._idle_leader_key, axis=0)
+            return (bits >> key) & 1
+        table = np.zeros(b * self._n_keys, dtype=bool)  # table[env, key]
+        row = self._env * self._n_keys
+        table[row + self._idle_leader_key] = True
+        return table.take(row + key)
+
+    def raw_view(self) -> RawView:
+        """The state as a batch-first `RawView` (for `encode`, the reference the observation meets)."""
+        cfg = self.cfg
+        b, n = self.batch, cfg.n_servers
+        per_size = self._keys_per_size
+        idle = self.busy_until <= self.now
+        valid = self.cand_arrival[:-1] <= self.now
+        key = self.cand_key[:-1] * valid
+        model_ids = np.arange(1, cfg.n_models + 1)
+        if self._warm:
+            resident = (self.resident_bits[..., None] >> (model_ids - 1)) & 1 == 1
+            group_size = np.zeros((n, b), dtype=np.int64)
+        else:
+            resident = self.member_key[..., None] % per_size == model_ids
+            group_size = self.member_key // per_size
+        launched = self.stats[COL["launched"]].astype(np.int64)
+        return RawView(
+            now=self.now.copy(),
+            idle=idle.T.copy(),
+            remaining_s=np.maximum(self.busy_until - self.now, 0.0).T.copy(),
+            group_size=group_size.T.copy(),
+            speed=np.broadcast_to(self._speed[:, 0], (b, n)),
+            resident=np.ascontiguousarray(resident.transpose(1, 0, 2)),
+            task_valid=valid.T.copy(),
+            task_waiting_s=np.where(valid, self.now - self.cand_arrival[:-1], 0.0).T.copy(),
+            task_patches=(key // per_size).T.copy(),
+            task_model=(key % per_size).T.copy(),
+            task_reusable=(valid & (self._reusable(idle) > 0)).T.copy(),
+            n_waiting=self.n_arrived - launched,
+            n_arrived=self.n_arrived.copy(),
+            n_launched=launched,
+        )
+
+    def reference_observation(self) -> Observation:
+        """`encode(raw_view())`: slower, the plain definition; tests hold `step`'s observation to it."""
         return encode(self.raw_view(), self.spec)

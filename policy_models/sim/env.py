@@ -9,6 +9,14 @@ are event-driven by default: after a launch the next decision comes at the same 
 to the next event (an arrival or a gang finishing) or by the decision timer `recheck_s`, whichever comes
 first, and instants where no launch is possible are skipped.
 With `tick_s` set, "wait" moves exactly one tick instead, as in the paper's reference.
+
+Speed notes (the rules do not depend on them). State lives in plain lists and tuples: at a few
+servers, Python on lists beats NumPy's per-call cost. The idle servers are worked out once per
+decision, when the observation is made, and reused by the next step. In paper mode the gang choice,
+the group replacement and what the observation needs from the groups are pure functions of the group
+state (a few dozen values on a small cluster) and the idle servers, so they are memoised (`Memo`).
+Observations come from `TokenTables` (a gather of whole token rows, then the one continuous column);
+`view()` with `encode_one` is the plain route, and tests hold the two equal bit for bit.
 """
 
 from __future__ import annotations
@@ -21,14 +29,23 @@ import numpy as np
 from gymnasium import spaces
 
 from policy_models.config import SimConfig
-from policy_models.obs import ClusterView, Observation, ObservationSpec, encode_one
-from policy_models.profiles import min_steps_for_quality, quality_of_steps
+from policy_models.obs import (
+    S_IDX,
+    T_IDX,
+    TIME_SCALE_S,
+    ClusterView,
+    Observation,
+    ObservationSpec,
+    TokenTables,
+    encode_one,
+)
+from policy_models.profiles import min_steps_for_quality, quality_table
 from policy_models.reward import launch_reward
 from policy_models.selector import (
     Gang,
-    choose_task,
-    decode_execute,
     decode_steps,
+    group_sizes,
+    replace_groups,
     select_gang_paper,
     select_gang_warm,
 )
@@ -36,6 +53,35 @@ from policy_models.sim.stats import EpisodeStats
 from policy_models.workload import Workload, sample_workload
 
 NEVER_USED = -math.inf
+Groups = tuple[tuple[int, ...], tuple[int, ...]]  # paper mode: (group leader, group model) per server
+MEMO_LIMIT = 1 << 14  # entries per memo before it is emptied
+# Past this many servers the group states rarely repeat and their keys are long: no memo.
+MEMO_MAX_SERVERS = 16
+
+
+class Memo(dict):
+    """Results of a pure function of the paper-mode group state (few values on a small cluster), by
+    argument. Shared by copies of an environment (deepcopy returns the memo itself); emptied when it
+    grows past its limit; a limit of 0 keeps nothing."""
+
+    def __init__(self, limit: int = MEMO_LIMIT) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __deepcopy__(self, _memo: dict) -> Memo:
+        return self
+
+    def put(self, key: Any, value: Any) -> Any:
+        if self.limit:
+            if len(self) >= self.limit:
+                self.clear()
+            self[key] = value
+        return value
+
+
+_NO_MEMO = Memo(limit=0)
+_SELECTIONS = Memo()  # (patches, model, idle, group, group_model) -> (gang, (group, group_model) after)
+_EPOCH_VIEWS: dict[tuple[int, tuple[int, ...]], Memo] = {}  # by (keys per size, server code bases)
 
 
 def observation_space(spec: ObservationSpec) -> spaces.Dict:
@@ -61,7 +107,16 @@ class ClusterEnv(gym.Env):
         self.render_mode = render_mode
         self._profile = config.profile
         self._speeds = list(config.speeds)
+        self._uniform_speed = self._speeds[0] if len(set(self._speeds)) == 1 else None
+        self._quality = quality_table(config.max_steps).tolist()
         self._lb_steps = min_steps_for_quality(config.reward.quality_threshold, config.max_steps)
+        self._tables = TokenTables.for_config(config)
+        self._server_base = self._tables.server_base.tolist()
+        # (group, group_model, idle) -> (reusable keys as bits, server codes): see _paper_epoch.
+        shape = (self._tables.keys_per_size, tuple(self._server_base))
+        small = config.n_servers <= MEMO_MAX_SERVERS
+        self._epoch_views = _EPOCH_VIEWS.setdefault(shape, Memo()) if small else _NO_MEMO
+        self._selections = _SELECTIONS if small else _NO_MEMO
         self._workload: Workload | None = None
 
     # ----- episode lifecycle -------------------------------------------------------------------------
@@ -73,14 +128,17 @@ class ClusterEnv(gym.Env):
         self._arrival = wl.arrival_s[0].tolist()
         self._patches = wl.patches[0].tolist()
         self._model = wl.model[0].tolist()
+        per_size = self._tables.keys_per_size
+        self._key = [p * per_size + m for p, m in zip(self._patches, self._model, strict=True)]
+        self._task_code_base = [key * 8 + 4 for key in self._key]  # TokenTables code of a visible task
         self._queue: list[int] = []  # waiting tasks in arrival order
         self._arrived = 0
         n = cfg.n_servers
         self._now = 0.0
         self._tick = 0
         self._busy_until = [0.0] * n
-        self._group = [-1] * n  # paper mode: leader of the intact loaded group, -1 = none
-        self._group_model = [0] * n  # paper mode: model loaded in that group
+        self._group = (-1,) * n  # paper mode: leader of the intact loaded group, -1 = none
+        self._group_model = (0,) * n  # paper mode: model loaded in that group
         # warm mode: when each resident model was last used (NEVER_USED = not resident); column 0 unused.
         self._last_used = [[NEVER_USED] * (cfg.n_models + 1) for _ in range(n)]
         self._counts = dict.fromkeys(("launched", "reloads", "below_threshold", "decisions"), 0)
@@ -89,8 +147,7 @@ class ClusterEnv(gym.Env):
         )
         self._total_reward = 0.0
         self._terminated = self._truncated = False
-        self._resident_cache: list[list[int]] | None = None
-        self._sizes_cache: dict[int, int] | None = None
+        self._note_resident_models()
         self._admit_arrivals()
         self._settle(after_wait=False)
         return self._observation(), {}
@@ -98,19 +155,15 @@ class ClusterEnv(gym.Env):
     def step(self, action: np.ndarray):
         if self._terminated or self._truncated:
             raise RuntimeError("episode is over: call reset()")
-        array = np.asarray(action, dtype=np.float64).reshape(-1)
-        values = array.tolist()
-        if len(values) != self.cfg.action_dim or not all(map(math.isfinite, values)):
-            raise ValueError(f"action must be {self.cfg.action_dim} finite numbers in [-1, 1], got {action}")
-        action = array.clip(-1.0, 1.0).tolist()
+        values = self._action_values(action)
         self._counts["decisions"] += 1
         info: dict[str, Any] = {"launched": False}
         reward = 0.0
-        if decode_execute(action[0]):
-            slot = choose_task(action[2:], self._candidates())
+        if values[0] > 0.0:  # selector.decode_execute
+            slot = self._choose_slot(values)
             if slot >= 0:
-                steps = decode_steps(action[1], self.cfg.min_steps, self.cfg.max_steps)
-                reward, info = self._launch(self._visible()[slot], steps)
+                steps = decode_steps(min(max(values[1], -1.0), 1.0), self.cfg.min_steps, self.cfg.max_steps)
+                reward, info = self._launch(self._queue[slot], steps)
         if info["launched"]:
             self._after_launch()
         else:
@@ -119,7 +172,31 @@ class ClusterEnv(gym.Env):
             self._truncated = True
         if self._terminated or self._truncated:
             info["episode"] = self.episode_stats()
-        return self._observation(), float(reward), self._terminated, self._truncated, info
+        return self._observation(), reward, self._terminated, self._truncated, info
+
+    def _action_values(self, action: np.ndarray) -> list[float]:
+        """The action as floats (unclipped); raises unless it is action_dim finite numbers."""
+        if type(action) is np.ndarray and action.dtype == np.float64 and action.ndim == 1:
+            values = action.tolist()
+        else:
+            values = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
+        if len(values) != self.cfg.action_dim or not all(map(math.isfinite, values)):
+            raise ValueError(f"action must be {self.cfg.action_dim} finite numbers in [-1, 1], got {action}")
+        return values
+
+    def _choose_slot(self, values: list[float]) -> int:
+        """selector.choose_task over the clipped scores: the best-scoring slot among the candidates
+        (enough idle servers now), the lowest slot on ties; -1 when there is none."""
+        patches, n_idle = self._patches, self._n_idle_now
+        candidates = [
+            slot for slot, t in enumerate(self._queue[: self.cfg.visible_queue]) if patches[t] <= n_idle
+        ]
+        if not candidates:
+            return -1
+        scores = values[2:]
+        if min(scores) < -1.0 or max(scores) > 1.0:
+            scores = [min(max(score, -1.0), 1.0) for score in scores]
+        return max(candidates, key=scores.__getitem__)  # the first of equal maxima
 
     # ----- queries on the state ----------------------------------------------------------------------
     def _n_arrived(self) -> int:
@@ -142,15 +219,11 @@ class ClusterEnv(gym.Env):
         now = self._now
         return [b <= now for b in self._busy_until]
 
-    def _candidates(self) -> list[bool]:
-        n_idle = sum(self._idle())
-        return [self._patches[t] <= n_idle for t in self._visible()]
-
     def _launch_feasible(self) -> bool:
         now = self._now
-        n_idle = sum(b <= now for b in self._busy_until)
+        n_idle = sum([b <= now for b in self._busy_until])
         patches = self._patches
-        return any(patches[t] <= n_idle for t in self._queue[: self.cfg.visible_queue])
+        return any([patches[t] <= n_idle for t in self._queue[: self.cfg.visible_queue]])
 
     def _holds(self, server: int, model: int) -> bool:
         if self.cfg.mode == "warm":
@@ -158,62 +231,97 @@ class ClusterEnv(gym.Env):
         return self._group[server] >= 0 and self._group_model[server] == model
 
     def _resident_models(self) -> list[list[int]]:
-        if self._resident_cache is None:  # changes only when a gang launches
-            if self.cfg.mode == "warm":
-                rows = self._last_used
-                self._resident_cache = [[m for m, used in enumerate(r) if used != NEVER_USED] for r in rows]
-            else:
-                pairs = zip(self._group, self._group_model, strict=True)
-                self._resident_cache = [[m] if g >= 0 else [] for g, m in pairs]
-        return self._resident_cache
-
-    def _group_sizes(self) -> dict[int, int]:
-        if self._sizes_cache is None:  # changes only when a gang launches
-            sizes: dict[int, int] = {}
-            for g in self._group:
-                if g >= 0:
-                    sizes[g] = sizes.get(g, 0) + 1
-            self._sizes_cache = sizes
-        return self._sizes_cache
-
-    def _reusable_tasks(self, tasks: list[int], idle: list[bool], sizes: dict[int, int]) -> list[bool]:
-        """Which tasks could start now without loading their model."""
         if self.cfg.mode == "warm":
-            holders = [0] * (self.cfg.n_models + 1)
-            for n, ok in enumerate(idle):
-                if ok:
-                    for m, used in enumerate(self._last_used[n]):
-                        holders[m] += used != NEVER_USED
-            return [holders[self._model[t]] >= self._patches[t] for t in tasks]
-        ready = {(s, self._group_model[g]) for g, s in sizes.items() if idle[g]}
-        return [(self._patches[t], self._model[t]) in ready for t in tasks]
+            return [[m for m, used in enumerate(row) if used != NEVER_USED] for row in self._last_used]
+        return [[m] if g >= 0 else [] for g, m in zip(self._group, self._group_model, strict=True)]
+
+    def _note_resident_models(self) -> None:
+        """Warm mode, after a launch (or reset): each server's resident models as bits (bit m-1 =
+        model m), its state in the token table."""
+        if self.cfg.mode == "warm":
+            self._resident_bits = [
+                sum(1 << (m - 1) for m, used in enumerate(row) if m and used != NEVER_USED)
+                for row in self._last_used
+            ]
+
+    def _reusable_tasks(self, tasks: list[int], idle: list[bool]) -> list[bool]:
+        """Which tasks could start now without loading their model."""
+        ready = self._epoch(tuple(idle))[0]
+        return [(ready >> self._key[t]) & 1 == 1 for t in tasks]
+
+    def _epoch(self, idle: tuple[bool, ...]) -> tuple[int, list[int]]:
+        """What the observation needs from the servers at this instant: the keys (patches *
+        (n_models + 1) + model) of the tasks that could start now without a load, as bits, and each
+        server's row in the server token table."""
+        if self.cfg.mode == "paper":
+            return self._paper_epoch(idle)
+        # Warm mode: a key is reusable when that many idle servers hold its model.
+        holders = [0] * (self.cfg.n_models + 1)
+        for bits, ok in zip(self._resident_bits, idle, strict=True):
+            if ok:
+                for m in range(1, self.cfg.n_models + 1):
+                    holders[m] += (bits >> (m - 1)) & 1
+        per_size = self._tables.keys_per_size
+        ready = 0
+        for m in range(1, len(holders)):
+            for k in self.cfg.patch_choices:
+                if holders[m] >= k:
+                    ready |= 1 << (k * per_size + m)
+        codes = [
+            (b + bits) * 2 + ok
+            for b, bits, ok in zip(self._server_base, self._resident_bits, idle, strict=True)
+        ]
+        return ready, codes
+
+    def _paper_epoch(self, idle: tuple[bool, ...]) -> tuple[int, list[int]]:
+        """_epoch in paper mode, memoised: it depends only on the groups and the idle servers."""
+        memo_key = (self._group, self._group_model, idle)
+        found = self._epoch_views.get(memo_key)
+        if found is not None:
+            return found
+        per_size, sizes = self._tables.keys_per_size, group_sizes(self._group)
+        # A server's state is its group's key (size * (n_models + 1) + model), 0 outside any group.
+        member_key = [
+            sizes[g] * per_size + m if g >= 0 else 0
+            for g, m in zip(self._group, self._group_model, strict=True)
+        ]
+        ready = 0
+        for leader in sizes:  # an idle intact group can be reused by a task with its key
+            if idle[leader]:
+                ready |= 1 << member_key[leader]
+        codes = [(b + key) * 2 + ok for b, key, ok in zip(self._server_base, member_key, idle, strict=True)]
+        return self._epoch_views.put(memo_key, (ready, codes))
 
     # ----- transitions -------------------------------------------------------------------------------
-    def _select_gang(self, task: int) -> Gang | None:
+    def _select_gang(self, task: int) -> tuple[Gang, Groups | None]:
+        """The gang for `task` and, in paper mode, the (group, group_model) after it launches."""
         k, m = self._patches[task], self._model[task]
-        idle = self._idle()
+        idle = self._idle_now  # noted by the observation, the state is the same
         if self.cfg.mode == "paper":
-            return select_gang_paper(k, m, idle, self._group, self._group_model)
+            return self._paper_selection(k, m, idle)
         slots = self.cfg.models_per_server
         holds = [self._holds(n, m) for n in range(self.cfg.n_servers)]
         free = [sum(1 for u in row[1:] if u != NEVER_USED) < slots for row in self._last_used]
-        return select_gang_warm(k, idle, holds, free, self._speeds)
+        gang = select_gang_warm(k, idle, holds, free, self._speeds)
+        assert gang is not None, "a candidate task always has enough idle servers"
+        return gang, None
 
     def _launch(self, task: int, steps: int) -> tuple[float, dict[str, Any]]:
-        gang = self._select_gang(task)
-        assert gang is not None, "a candidate task always has enough idle servers"
+        gang, groups_after = self._select_gang(task)
         k, m, now = self._patches[task], self._model[task], self._now
         if gang.reused:
             init = self._profile.group_setup_s if self.cfg.mode == "warm" else 0.0
         else:
             init = self._profile.init_s[k]
-        run = self._profile.step_s[k] * steps / min(self._speeds[n] for n in gang.members)
-        self._occupy(gang, m, now + init + run)
+        slowest = self._uniform_speed or min(self._speeds[n] for n in gang.members)
+        run = self._profile.step_s[k] * steps / slowest
+        self._occupy(gang, m, now + init + run, groups_after)
         self._queue.remove(task)
-        wait = now - self._arrival[task]
-        queue = self._visible()
-        queue_wait = sum(now - self._arrival[t] for t in queue) / len(queue) if queue else 0.0
-        quality = quality_of_steps(steps)
+        arrival = self._arrival
+        wait = now - arrival[task]
+        queue = self._queue[: self.cfg.visible_queue]
+        queue_wait = sum([now - arrival[t] for t in queue]) / len(queue) if queue else 0.0
+        quality = self._quality[steps]  # quality_of_steps
         reward = float(launch_reward(wait, init + run, queue_wait, quality, self.cfg.reward))
         self._record(wait, init, run, quality, steps, reward, reloaded=not gang.reused)
         info = {
@@ -230,21 +338,30 @@ class ClusterEnv(gym.Env):
         }
         return reward, info
 
-    def _occupy(self, gang: Gang, model: int, until: float) -> None:
-        self._resident_cache = self._sizes_cache = None
+    def _paper_selection(self, k: int, m: int, idle: tuple[bool, ...]) -> tuple[Gang, Groups]:
+        """select_gang_paper and, for a new group, replace_groups: (the gang, the (group,
+        group_model) after it launches). Memoised: both are pure functions of these arguments."""
+        memo_key = (k, m, idle, self._group, self._group_model)
+        found = self._selections.get(memo_key)
+        if found is not None:
+            return found
+        gang = select_gang_paper(k, m, idle, self._group, self._group_model)
+        assert gang is not None, "a candidate task always has enough idle servers"
+        after = (self._group, self._group_model)
+        if not gang.reused:
+            group, group_model = replace_groups(self._group, self._group_model, gang.members, m)
+            after = (tuple(group), tuple(group_model))
+        return self._selections.put(memo_key, (gang, after))
+
+    def _occupy(self, gang: Gang, model: int, until: float, groups_after: Groups | None) -> None:
         for n in gang.members:
             self._busy_until[n] = until
         if self.cfg.mode == "warm":
             self._load_warm(gang.members, model)
-        elif not gang.reused:
-            # The new group's processes replace every group its members belonged to.
-            touched = {self._group[n] for n in gang.members if self._group[n] >= 0}
-            for n, g in enumerate(self._group):
-                if g in touched:
-                    self._group[n], self._group_model[n] = -1, 0
-            leader = min(gang.members)
-            for n in gang.members:
-                self._group[n], self._group_model[n] = leader, model
+            self._note_resident_models()
+        else:  # a new group replaces every group its members belonged to (a reused one changes nothing)
+            assert groups_after is not None
+            self._group, self._group_model = groups_after
 
     def _load_warm(self, members: tuple[int, ...], model: int) -> None:
         for n in members:
@@ -299,11 +416,12 @@ class ClusterEnv(gym.Env):
         """Jump to the next arrival or gang finish (or the decision timer after a wait); False (and
         truncated) past the time limit."""
         now = self._now
-        upcoming = [now + self.cfg.recheck_s] if recheck else []
+        nxt = now + self.cfg.recheck_s if recheck else math.inf
         if self._arrived < len(self._arrival):
-            upcoming.append(self._arrival[self._arrived])
-        upcoming.extend(b for b in self._busy_until if b > now)
-        nxt = min(upcoming) if upcoming else math.inf
+            nxt = min(nxt, self._arrival[self._arrived])
+        for b in self._busy_until:
+            if now < b < nxt:
+                nxt = b
         if nxt > self.cfg.time_limit_s:
             self._now = max(now, min(nxt, self.cfg.time_limit_s))
             self._truncated = True
@@ -320,7 +438,7 @@ class ClusterEnv(gym.Env):
         idle = self._idle()
         waiting = self._waiting()
         visible = waiting[: self.cfg.visible_queue]
-        sizes = self._group_sizes()
+        sizes = group_sizes(self._group)
         return ClusterView(
             now=now,
             idle=idle,
@@ -331,13 +449,48 @@ class ClusterEnv(gym.Env):
             task_waiting_s=[now - self._arrival[t] for t in visible],
             task_patches=[self._patches[t] for t in visible],
             task_model=[self._model[t] for t in visible],
-            task_reusable=self._reusable_tasks(visible, idle, sizes),
+            task_reusable=self._reusable_tasks(visible, idle),
             n_waiting=len(waiting),
             n_arrived=self._n_arrived(),
             n_launched=self._counts["launched"],
         )
 
     def _observation(self) -> Observation:
+        """`encode_one(self.view(), spec)`, built from token rows (tests hold the two equal); also
+        notes the idle servers for the next step."""
+        cfg, tables = self.cfg, self._tables
+        now = self._now
+        busy = self._busy_until
+        idle = self._idle_now = tuple([b <= now for b in busy])
+        n_idle = self._n_idle_now = sum(idle)
+        ready, server_codes = self._epoch(idle)
+        visible = self._queue[: cfg.visible_queue]
+        patches, code_base = self._patches, self._task_code_base
+        # TokenTables code: key * 8 + visible * 4 + reusable * 2 + feasible; 0 for an empty slot.
+        task_codes = [
+            code_base[t] + ((ready >> (code_base[t] >> 3)) & 1) * 2 + (patches[t] <= n_idle) for t in visible
+        ]
+        task_codes += [0] * (cfg.visible_queue - len(visible))
+        tasks = tables.task_rows.take(task_codes, axis=0)
+        arrival, scale = self._arrival, TIME_SCALE_S
+        tasks[: len(visible), T_IDX["waiting"]] = [(now - arrival[t]) / scale for t in visible]
+        servers = tables.server_rows.take(server_codes, axis=0)
+        remaining = S_IDX["remaining"]  # 0 in the rows; only busy servers need a value
+        for n, until in enumerate(busy):
+            if until > now:
+                servers[n, remaining] = (until - now) / scale
+        spec = self.spec_obs
+        glob = (
+            now / spec.time_limit_s,
+            n_idle / cfg.n_servers,
+            len(self._queue) / spec.visible_queue,
+            self._arrived / spec.tasks_per_episode,
+            self._counts["launched"] / spec.tasks_per_episode,
+        )
+        return {"servers": servers, "tasks": tasks, "globals": np.array(glob, dtype=np.float32)}
+
+    def reference_observation(self) -> Observation:
+        """`encode_one(self.view(), spec)`: the plain route; tests hold `_observation` to it."""
         return encode_one(self.view(), self.spec_obs)
 
     def episode_stats(self) -> EpisodeStats:

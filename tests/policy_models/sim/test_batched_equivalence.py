@@ -19,6 +19,12 @@ CONFIGS = {
     "warm-4-one-slot": warm_config(4, 0.2, models_per_server=1),
     "paper-4-tick": paper_config(4, 0.05, tick_s=0.1, max_decisions=150),
     "warm-4-tick": warm_config(4, 0.3, tick_s=0.5, max_decisions=150),
+    # The batched simulator's other paths: group-state tables with two models, group arrays past the
+    # pairwise ranks (N > 16), reusable keys in a table instead of bits, episodes without initial tasks.
+    "paper-4-two-models": paper_config(4, 0.1, n_models=2),
+    "paper-32": paper_config(32, 0.4),
+    "paper-8-seven-models": paper_config(8, 0.1, n_models=7),
+    "paper-4-no-initial": paper_config(4, 0.05, initial_tasks=0),
 }
 
 
