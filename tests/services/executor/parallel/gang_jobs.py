@@ -26,6 +26,7 @@ from services.executor.parallel.patch import apply_patch_parallel
 from tests.services.executor.parallel.tiny_sd import build_pipeline, prompt_embeddings
 
 HOST = "127.0.0.1"
+JOIN_TIMEOUT_S = 30.0
 KILLED_EXIT_CODE = 17
 
 
@@ -108,7 +109,10 @@ def denoise(
         if handle.step == fault_after_steps and rank == stall_rank:
             time.sleep(stall_s)
 
-    gang = form_gang(HOST, port, group_name, rank, world, timeout_s)
+    # Joining may take long on a loaded machine; once formed, collectives get the short timeout (as the
+    # gang runner does: rendezvous timeout to join, collective timeout after).
+    gang = form_gang(HOST, port, group_name, rank, world, max(timeout_s, JOIN_TIMEOUT_S))
+    gang.timeout_s = timeout_s
     handle = apply_patch_parallel(pipe.unet, gang.comm, mode, warmup_steps)  # type: ignore[arg-type]
     hook = pipe.unet.register_forward_hook(after_step)
     try:
