@@ -117,6 +117,13 @@ def test_policy_server_outage_falls_back_and_recovers(make_stack, amqp_url: str)
     during = run_tasks(client, [submission(i, "during") for i in range(20)])
     stack.start_service("policy_server")
     stack.wait_ready(60, ["policy_server"])
+    # The aggregator's channel reconnects on its own backoff (at most 1 s): keep work coming until it
+    # decides remotely again.
+    deadline, probe = time.monotonic() + 30, 0
+    while "policy server is back" not in stack.log_path("aggregator").read_text():
+        assert time.monotonic() < deadline, "the aggregator never went back to the policy server"
+        assert len(run_tasks(client, [submission(probe, "probe")])) == 1
+        probe += 1
     after = run_tasks(client, [submission(i, "after") for i in range(20)])
     for batch in (first, during, after):
         assert len(batch) == 20 and {e.kind for e in batch.values()} == {"completed"}
