@@ -329,12 +329,7 @@ def run_bench_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser
     else:
         parser.error("no rabbitmqctl to make a clean vhost: pass --amqp-url")
     print(pipeline.format_report(report))
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
-    else:
-        print(text)
+    _emit_report(report, args.json)
     return 0 if report["lost"] == 0 else 1
 
 
@@ -367,12 +362,7 @@ def run_bench_executor(args: argparse.Namespace, parser: argparse.ArgumentParser
     )
     report = executor.run_executor_bench(settings)
     print(executor.format_report(report))
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
-    else:
-        print(text)
+    _emit_report(report, args.json)
     return 0
 
 
@@ -475,13 +465,18 @@ def run_bench_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         args.nodes, args.batches, args.seconds or default_seconds, seed=args.seed
     )
     print(sim_bench.format_table(report))
+    _emit_report(report, args.json)
+    return 0
+
+
+def _emit_report(report: dict[str, Any], path: Path | None) -> None:
+    """A benchmark's JSON report: written to `path`, or printed when there is none."""
     text = json.dumps(report, indent=2) + "\n"
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     else:
         print(text)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,11 +8,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from eat.v1 import common_pb2, executor_pb2
 from services.common.bus import Reject
+from services.common.convert import image_ref
 from services.executor.core import (
     AttemptResult,
     Dispatch,
     ExecutorState,
-    ImageInfo,
     Rendezvous,
     StatusSnapshot,
     Timings,
@@ -80,17 +80,6 @@ def _timings_to_proto(timings: Timings) -> common_pb2.Timings:
     )
 
 
-def _image_to_proto(image: ImageInfo) -> common_pb2.ImageRef:
-    return common_pb2.ImageRef(
-        uri=image.uri,
-        width=image.width,
-        height=image.height,
-        format=image.format,
-        size_bytes=image.size_bytes,
-        sha256=image.sha256,
-    )
-
-
 def result_to_proto(result: AttemptResult) -> executor_pb2.TaskResult:
     message = executor_pb2.TaskResult(
         task_id=result.task_id,
@@ -112,7 +101,7 @@ def result_to_proto(result: AttemptResult) -> executor_pb2.TaskResult:
         reason = common_pb2.FailureReason.Value(f"FAILURE_REASON_{result.failure.code.value}")
         message.error.CopyFrom(common_pb2.Error(reason=reason, message=result.failure.message))
     if result.image is not None:
-        message.image.CopyFrom(_image_to_proto(result.image))
+        message.image.CopyFrom(image_ref(result.image))
     return message
 
 

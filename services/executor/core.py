@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import Enum, StrEnum
 
 from policy_models.profiles import TimingProfile
+from services.common.domain import ImageInfo  # the one stored-image type (re-exported here)
 
 RECENT_ATTEMPTS_KEPT = 256  # finished attempts remembered to ignore redelivered dispatches
 
@@ -98,18 +99,6 @@ class Timings:
     denoise_s: float = 0.0
     decode_s: float = 0.0
     total_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """A stored image (the diffusers runner fills it; simulated attempts have none)."""
-
-    uri: str
-    width: int
-    height: int
-    format: str
-    size_bytes: int = 0
-    sha256: str = ""
 
 
 @dataclass(frozen=True)
