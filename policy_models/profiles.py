@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,13 @@ def quality_table(max_steps: int) -> np.ndarray:
 
 def min_steps_for_quality(threshold: float, max_steps: int) -> int:
     """Fewest steps whose quality reaches `threshold`; max_steps when none does."""
+    return _first_steps_reaching(quality_of_steps, threshold, max_steps)
+
+
+def _first_steps_reaching(quality: Callable[[int], float], threshold: float, max_steps: int) -> int:
+    """Fewest steps (1..max_steps) at which `quality` reaches `threshold`; max_steps when none does."""
     for s in range(1, max_steps + 1):
-        if quality_of_steps(s) >= threshold:
+        if quality(s) >= threshold:
             return s
     return max_steps
 
@@ -138,8 +144,30 @@ class QualityCurve:
 
 PAPER_QUALITY = QualityCurve(a=0.16 / _LOG6, b=-0.02)
 
-# Profiles loaded from files keep their quality curve here (the simulator still uses quality_of_steps).
+# Profiles loaded from files keep their quality curve here; the simulators, the heuristics and the
+# simulated executor read it through the profile_quality* functions below, by profile name.
 QUALITY_CURVES: dict[str, QualityCurve] = {}
+
+
+def profile_quality(profile_name: str) -> Callable[[int], float]:
+    """Steps -> quality for a profile: its calibrated curve when one is registered, else the paper's."""
+    return QUALITY_CURVES.get(profile_name, quality_of_steps)
+
+
+def profile_quality_table(profile_name: str, max_steps: int) -> np.ndarray:
+    """`profile_quality` for 0..max_steps as an array.
+
+    Without a registered curve this is `quality_table` itself (not PAPER_QUALITY.table, whose a*ln(s)
+    rounds differently), so the built-in profiles keep their trajectories bit for bit.
+    """
+    curve = QUALITY_CURVES.get(profile_name)
+    return quality_table(max_steps) if curve is None else curve.table(max_steps)
+
+
+def profile_min_steps(profile_name: str, threshold: float, max_steps: int) -> int:
+    """Fewest steps whose quality on the profile's curve reaches `threshold`; max_steps when none does."""
+    return _first_steps_reaching(profile_quality(profile_name), threshold, max_steps)
+
 
 PROFILE_FORMAT = "eat-timing-profile/1"
 

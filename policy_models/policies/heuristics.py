@@ -17,7 +17,7 @@ from policy_models.obs import (
     ObservationSpec,
 )
 from policy_models.policies.base import Policy, TaskFeatures, slot_order_scores
-from policy_models.profiles import quality_table
+from policy_models.profiles import profile_quality_table
 from policy_models.reward import launch_reward
 
 
@@ -173,7 +173,7 @@ class LaunchOutlook:
         """
         delay = np.broadcast_to(np.asarray(delay_s, dtype=np.float64), self.wait_s.shape)[..., None]
         init = self.init_s if init_s is None else init_s
-        quality = quality_table(self.cfg.max_steps)[steps]
+        quality = profile_quality_table(self.cfg.profile_name, self.cfg.max_steps)[steps]
         return launch_reward(
             self.wait_s[..., None] + delay,
             self.exec_s(steps, init),

@@ -51,7 +51,7 @@ from policy_models.obs import (
     TokenTables,
     encode,
 )
-from policy_models.profiles import min_steps_for_quality, quality_table
+from policy_models.profiles import profile_min_steps, profile_quality_table
 from policy_models.reward import launch_reward
 from policy_models.sim.group_table import GroupTable
 from policy_models.sim.stats import STAT_FIELDS, EpisodeStats
@@ -182,12 +182,12 @@ class BatchedClusterSim:
         self._slot_ix = np.arange(q)[:, None]
         self._bit = (1 << np.arange(n, dtype=np.int64))[:, None]  # server n's bit
         self._step_s, self._init_s = (np.nan_to_num(a) for a in cfg.profile.lookup_arrays(cfg.max_patches))
-        self._quality = quality_table(cfg.max_steps)
+        self._quality = profile_quality_table(cfg.profile_name, cfg.max_steps)  # calibrated or the paper's
         speeds = np.asarray(cfg.speeds, dtype=np.float64)
         self._speed = speeds[:, None]
         self._uniform_speed = float(speeds[0]) if (speeds == speeds[0]).all() else None
         self._warm_speed_frac = self._speed / (2.0 * speeds.max())
-        lb_steps = min_steps_for_quality(cfg.reward.quality_threshold, cfg.max_steps)
+        lb_steps = profile_min_steps(cfg.profile_name, cfg.reward.quality_threshold, cfg.max_steps)
         self._lb_run = self._step_s * lb_steps / speeds.max()
         # Globals: now, idle servers, waiting, arrived and launched tasks over their scales.
         scales = (spec.time_limit_s, n, spec.visible_queue, spec.tasks_per_episode, spec.tasks_per_episode)

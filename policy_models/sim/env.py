@@ -39,7 +39,7 @@ from policy_models.obs import (
     TokenTables,
     encode_one,
 )
-from policy_models.profiles import min_steps_for_quality, quality_table
+from policy_models.profiles import profile_min_steps, profile_quality_table
 from policy_models.reward import launch_reward
 from policy_models.selector import (
     Gang,
@@ -108,8 +108,11 @@ class ClusterEnv(gym.Env):
         self._profile = config.profile
         self._speeds = list(config.speeds)
         self._uniform_speed = self._speeds[0] if len(set(self._speeds)) == 1 else None
-        self._quality = quality_table(config.max_steps).tolist()
-        self._lb_steps = min_steps_for_quality(config.reward.quality_threshold, config.max_steps)
+        # The profile's calibrated quality curve when it has one, else the paper's.
+        self._quality = profile_quality_table(config.profile_name, config.max_steps).tolist()
+        self._lb_steps = profile_min_steps(
+            config.profile_name, config.reward.quality_threshold, config.max_steps
+        )
         self._tables = TokenTables.for_config(config)
         self._server_base = self._tables.server_base.tolist()
         # (group, group_model, idle) -> (reusable keys as bits, server codes): see _paper_epoch.
@@ -321,7 +324,7 @@ class ClusterEnv(gym.Env):
         wait = now - arrival[task]
         queue = self._queue[: self.cfg.visible_queue]
         queue_wait = sum([now - arrival[t] for t in queue]) / len(queue) if queue else 0.0
-        quality = self._quality[steps]  # quality_of_steps
+        quality = self._quality[steps]  # profile_quality
         reward = float(launch_reward(wait, init + run, queue_wait, quality, self.cfg.reward))
         self._record(wait, init, run, quality, steps, reward, reloaded=not gang.reused)
         info = {

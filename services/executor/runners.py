@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from policy_models.profiles import TimingProfile, get_profile, quality_of_steps
+from policy_models.profiles import TimingProfile, get_profile, profile_quality
 from services.executor.core import Dispatch, Failure, ResidentModels, RunReport, plan_sim_attempt
 from services.executor.settings import ExecutorSettings
 
@@ -54,6 +54,8 @@ class SimRunner:
         self.time_scale = time_scale
         self._schedule = schedule
         self._resident = ResidentModels(max_resident_models)
+        # A calibrated profile's own quality curve, else the paper's (as the simulators use).
+        self._quality = profile_quality(profile.name)
 
     def start(self, dispatch: Dispatch, done: DoneCallback) -> float:
         plan = plan_sim_attempt(
@@ -70,7 +72,7 @@ class SimRunner:
             timings=plan.timings(),
             model_reused=plan.model_reused,
             simulated=True,
-            simulated_quality=quality_of_steps(dispatch.steps),
+            simulated_quality=self._quality(dispatch.steps),
         )
         self._schedule(plan.total_s / self.time_scale, lambda: done(report))
         return plan.total_s
