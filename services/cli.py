@@ -89,6 +89,15 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="SAC batch (default 512)")
     p.add_argument("--updates-per-step", type=float, help="gradient updates per environment step")
     p.add_argument("--rollout-steps", type=int, help="PPO: batched steps per rollout (default 128)")
+    p.add_argument(
+        "--teacher",
+        choices=["reuse", "greedy", "fifo"],
+        help="SAC family: a heuristic whose noisy actions fill the warm-up and that the actor imitates",
+    )
+    p.add_argument("--teacher-noise", type=float, default=0.1, help="std of the warm-up noise on its actions")
+    p.add_argument("--pretrain-updates", type=int, default=0, help="imitation updates after the warm-up")
+    p.add_argument("--bc-weight", type=float, help="Q-filtered imitation weight in fine-tuning, x mean |Q|")
+    p.add_argument("--diffusion-steps", type=int, help="SAC family: denoising steps of the diffusion actor")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint or a run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_train)
@@ -153,10 +162,17 @@ def _sac_run(
     args: argparse.Namespace, parser: argparse.ArgumentParser, algorithm: str
 ) -> tuple[Callable[[Any], Any], Any]:
     from policy_models.learning.agents import AgentConfig
-    from policy_models.learning.train import TrainSettings, train, training_setup_from_checkpoint
+    from policy_models.learning.train import (
+        TrainSettings,
+        checkpoint_teacher,
+        train,
+        training_setup_from_checkpoint,
+    )
 
+    teacher = args.teacher
     if args.resume is not None:  # as the checkpoint was trained, unless told otherwise (then checked)
         agent, saved_configs = training_setup_from_checkpoint(args.resume)
+        teacher = teacher or checkpoint_teacher(args.resume)
         agent = dataclasses.replace(agent, algorithm=algorithm)
         configs = _train_configs(args, parser) if args.nodes else list(saved_configs)
     elif args.nodes is None:
@@ -164,12 +180,23 @@ def _sac_run(
     else:
         preset = AgentConfig.cpu_fast if args.preset == "cpu-fast" else AgentConfig.paper
         agent, configs = preset(algorithm), _train_configs(args, parser)
-    overrides = {"batch_size": args.batch_size, "updates_per_step": args.updates_per_step}
+    overrides = {
+        "batch_size": args.batch_size,
+        "updates_per_step": args.updates_per_step,
+        "bc_weight": args.bc_weight,
+        "diffusion_steps": args.diffusion_steps,
+    }
     try:
         agent = dataclasses.replace(agent, **{k: v for k, v in overrides.items() if v is not None})
         time_limit = None if args.minutes is None else 60.0 * args.minutes
         settings = TrainSettings(
-            agent=agent, warmup_steps=args.warmup, time_limit_s=time_limit, **_run_settings(args, configs)
+            agent=agent,
+            warmup_steps=args.warmup,
+            time_limit_s=time_limit,
+            teacher=teacher,
+            teacher_noise=args.teacher_noise,
+            pretrain_updates=args.pretrain_updates,
+            **_run_settings(args, configs),
         )
     except ValueError as err:
         parser.error(str(err))

@@ -50,7 +50,15 @@ Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da", "lad-ts"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 # AgentConfig fields added after checkpoints were first written: left out of `to_dict` while they hold
 # their default (the paper's behaviour), so older checkpoints still compare equal on resume.
-EXTENSION_FIELDS = ("n_step", "learn_alpha", "target_entropy_per_dim", "alpha_lr", "reward_scale")
+EXTENSION_FIELDS = (
+    "n_step",
+    "learn_alpha",
+    "target_entropy_per_dim",
+    "alpha_lr",
+    "reward_scale",
+    "bc_weight",
+    "bc_score_temperature",
+)
 # AgentConfig fields only lad-ts reads. Left out of the other algorithms' `to_dict`, so their configs
 # (and the checkpoints written before lad-ts existed) compare equal on resume.
 PRIOR_FIELDS = ("prior_decay", "prior_idle_edges", "prior_queue_edges")
@@ -103,6 +111,11 @@ class AgentConfig:
     alpha_lr: float = 3e-4
     # Rewards are multiplied by this before they reach the critic (alpha is relative to it).
     reward_scale: float = 1.0
+    # Learning from a teacher (`learning.imitation`; used only when training names a teacher): the
+    # Q-filtered imitation term's weight in the actor loss, relative to the batch's mean |Q|, and the
+    # temperature that turns task scores into logits for its cross-entropy.
+    bc_weight: float = 0.0
+    bc_score_temperature: float = 0.1
     # lad-ts's action prior (our choice; `learning.prior` documents the bucket key). At 64 envs, decay
     # 0.99 forgets over about 100 batched steps (6,400 transitions), so it follows the policy's drift.
     prior_decay: float = DEFAULT_DECAY
@@ -119,6 +132,8 @@ class AgentConfig:
         object.__setattr__(self, "prior_queue_edges", tuple(self.prior_queue_edges))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.tau <= 1.0:
             raise ValueError("gamma and tau must lie in [0, 1]")
+        if self.bc_weight < 0 or self.bc_score_temperature <= 0:
+            raise ValueError("need bc_weight >= 0 and bc_score_temperature > 0")
         if self.n_step < 1 or self.reward_scale <= 0 or self.alpha_lr <= 0:
             raise ValueError("need n_step >= 1, reward_scale > 0 and alpha_lr > 0")
         if self.learn_alpha and self.alpha <= 0:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from policy_models.learning.agents import Agent, AgentConfig
 from policy_models.learning.buffer import TransitionBatch
+from policy_models.learning.imitation import ImitationTerm, actor_imitation_loss, q_filtered
 from policy_models.nets import EncodedState, as_tensors, soft_update
 
 
@@ -47,15 +48,19 @@ class UpdateStats:
     critic_grad_norm: float  # before clipping
     actor_grad_norm: float
     alpha: float = 0.0  # the entropy temperature used (learned or fixed)
+    imitation_loss: float = math.nan  # learning from a teacher: mean per-sample imitation loss
+    imitation_kept: float = math.nan  # share of samples the Q-filter kept (1 in pretraining)
 
     def metrics(self) -> dict[str, float]:
         """Named for the logs: losses under loss/, the rest under train/."""
         values = asdict(self)
-        return {
+        metrics = {
             "loss/critic": values.pop("critic_loss"),
             "loss/actor": values.pop("actor_loss"),
+            "loss/imitation": values.pop("imitation_loss"),
             **{f"train/{name}": value for name, value in values.items()},
         }
+        return {name: value for name, value in metrics.items() if not math.isnan(value)}
 
 
 @dataclass
@@ -128,30 +133,33 @@ def chain_starts(agent: Agent, batch: TensorBatch) -> tuple[Tensor | None, Tenso
 
 
 def sac_update(
-    agent: Agent, optimizers: Optimizers, batch: TensorBatch, generator: torch.Generator | None = None
+    agent: Agent,
+    optimizers: Optimizers,
+    batch: TensorBatch,
+    generator: torch.Generator | None = None,
+    teacher_action: Tensor | None = None,
 ) -> UpdateStats:
-    """One critic step, one actor step, one soft target update. Random draws come from `generator`."""
+    """One critic step, one actor step, one soft target update. Random draws come from `generator`.
+
+    With `teacher_action` (B, A) and config.bc_weight > 0 the actor loss also carries the Q-filtered
+    imitation term of `imitation` (learning from a teacher heuristic)."""
     config = agent.config
     agent.train()
-
-    # ----- critic: regress both Q heads onto the soft TD target ------------------------------------
-    target_q = td_target(agent, batch, generator)
-    state = agent.encoder(batch.obs)
-    q1, q2 = agent.critic(state, batch.action)
-    critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-    critic_grad_norm = _step(
-        optimizers.critic, critic_loss, [*agent.encoder.parameters(), *agent.critic.parameters()], config
-    )
+    state, critic_loss, target_q, critic_grad_norm = critic_step(agent, optimizers, batch, generator)
 
     # ----- actor: maximise min Q of fresh actions plus entropy --------------------------------------
-    state = detached(state)  # the actor does not train the encoder
     prior, _ = chain_starts(agent, batch)
-    action, log_prob, _ = agent.actor(state, prior=prior, generator=generator)
+    action, log_prob, mu = agent.actor(state, prior=prior, generator=generator)
     with frozen(agent.critic):  # gradients flow through Q to the action, not into the critic
         q1_pi, q2_pi = agent.critic(state, action)
     min_q_pi = torch.min(q1_pi, q2_pi)
     alpha = agent.alpha
     actor_loss = (alpha * log_prob - min_q_pi).mean()
+    imitation = None
+    if teacher_action is not None and config.bc_weight > 0:
+        imitation = filtered_imitation(agent, state, mu, teacher_action, generator)
+        # Relative to the batch's |Q| (TD3+BC), so bc_weight does not depend on the reward scale.
+        actor_loss = actor_loss + config.bc_weight * min_q_pi.detach().abs().mean() * imitation.loss
     actor_grad_norm = _step(optimizers.actor, actor_loss, agent.actor.parameters(), config)
 
     # ----- temperature (learn_alpha): match the entropy to its target -------------------------------
@@ -167,7 +175,7 @@ def sac_update(
 
     log_prob_mean = log_prob.detach().mean().item()
     return UpdateStats(
-        critic_loss=critic_loss.item(),
+        critic_loss=critic_loss,
         actor_loss=actor_loss.item(),
         q_mean=min_q_pi.detach().mean().item(),
         target_q_mean=target_q.mean().item(),
@@ -176,7 +184,77 @@ def sac_update(
         critic_grad_norm=critic_grad_norm,
         actor_grad_norm=actor_grad_norm,
         alpha=alpha,
+        imitation_loss=math.nan if imitation is None else imitation.raw_loss,
+        imitation_kept=math.nan if imitation is None else imitation.kept_share,
     )
+
+
+def imitation_update(
+    agent: Agent,
+    optimizers: Optimizers,
+    batch: TensorBatch,
+    teacher_action: Tensor,
+    generator: torch.Generator | None = None,
+) -> UpdateStats:
+    """Pretraining on a teacher's data: the same critic step as `sac_update` (the critic learns the
+    values of the policy being imitated), and an actor step on the imitation loss alone (the critic is
+    not yet worth following). Temperature and targets move as in `sac_update`."""
+    config = agent.config
+    agent.train()
+    state, critic_loss, target_q, critic_grad_norm = critic_step(agent, optimizers, batch, generator)
+    prior, _ = chain_starts(agent, batch)
+    _, log_prob, mu = agent.actor(state, prior=prior, generator=generator)
+    per_sample = actor_imitation_loss(
+        agent.actor, state, mu, teacher_action, config.bc_score_temperature, generator
+    )
+    actor_loss = per_sample.mean()
+    actor_grad_norm = _step(optimizers.actor, actor_loss, agent.actor.parameters(), config)
+    soft_update(agent.target_critic, agent.critic, config.tau)
+    log_prob_mean = log_prob.detach().mean().item()
+    return UpdateStats(
+        critic_loss=critic_loss,
+        actor_loss=actor_loss.item(),
+        q_mean=math.nan,
+        target_q_mean=target_q.mean().item(),
+        log_prob_mean=log_prob_mean,
+        entropy_estimate=-log_prob_mean,
+        critic_grad_norm=critic_grad_norm,
+        actor_grad_norm=actor_grad_norm,
+        alpha=agent.alpha,
+        imitation_loss=actor_loss.item(),
+        imitation_kept=1.0,
+    )
+
+
+def critic_step(
+    agent: Agent, optimizers: Optimizers, batch: TensorBatch, generator: torch.Generator | None
+) -> tuple[EncodedState, float, Tensor, float]:
+    """Regress both Q heads onto the soft TD target. Returns (the batch's state features, detached for
+    the actor, which does not train the encoder; critic loss; TD targets; gradient norm)."""
+    target_q = td_target(agent, batch, generator)
+    state = agent.encoder(batch.obs)
+    q1, q2 = agent.critic(state, batch.action)
+    critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+    params = [*agent.encoder.parameters(), *agent.critic.parameters()]
+    grad_norm = _step(optimizers.critic, critic_loss, params, agent.config)
+    return detached(state), critic_loss.item(), target_q, grad_norm
+
+
+def filtered_imitation(
+    agent: Agent,
+    state: EncodedState,
+    mu: Tensor,
+    teacher_action: Tensor,
+    generator: torch.Generator | None = None,
+) -> ImitationTerm:
+    """The actor's imitation loss, kept where the critic prefers the teacher's action to its mean."""
+    per_sample = actor_imitation_loss(
+        agent.actor, state, mu, teacher_action, agent.config.bc_score_temperature, generator
+    )
+    with torch.no_grad():
+        q_teacher = torch.min(*agent.critic(state, teacher_action))
+        q_actor = torch.min(*agent.critic(state, mu.detach()))
+    return q_filtered(per_sample, q_teacher, q_actor)
 
 
 def target_entropy(config: AgentConfig, state: EncodedState, action: Tensor) -> Tensor:
@@ -253,6 +331,7 @@ __all__ = [
     "chain_starts",
     "detached",
     "frozen",
+    "imitation_update",
     "sac_update",
     "td_error",
     "td_target",

@@ -49,9 +49,18 @@ from policy_models.learning.agents import (
     step_checkpoints,
 )
 from policy_models.learning.buffer import ReplayBuffer
-from policy_models.learning.sac import Optimizers, TensorBatch, UpdateStats, build_optimizers, sac_update
+from policy_models.learning.imitation import make_teacher, noisy, teacher_actions
+from policy_models.learning.sac import (
+    Optimizers,
+    TensorBatch,
+    UpdateStats,
+    build_optimizers,
+    imitation_update,
+    sac_update,
+)
 from policy_models.nets import as_tensors
 from policy_models.obs import OBS_SPEC_VERSION, Observation, ObservationSpec
+from policy_models.policies import Policy
 from policy_models.policies.learned import LearnedPolicy
 from policy_models.sim.batched import BatchedClusterSim, StepResult
 from policy_models.sim.stats import EpisodeStats
@@ -91,6 +100,12 @@ class TrainSettings:
     # Stop (evaluate, checkpoint) after this many wall seconds of the session, even before
     # total_steps; None: no limit. For fixed-compute budgets, e.g. the CPU profile's 30 minutes.
     time_limit_s: float | None = None
+    # Learning from a teacher (`learning.imitation`): a memoryless heuristic whose actions, plus
+    # Gaussian noise of std teacher_noise, fill the warm-up; then pretrain_updates updates imitate it
+    # (the critic learning its values); after that agent.bc_weight keeps a Q-filtered imitation term.
+    teacher: str | None = None
+    teacher_noise: float = 0.1
+    pretrain_updates: int = 0
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and self.time_limit_s <= 0:
@@ -98,6 +113,12 @@ class TrainSettings:
         if self.total_steps < 1 or self.n_envs < 1 or not self.eval_seeds or self.keep_checkpoints < 1:
             raise ValueError("need total_steps >= 1, n_envs >= 1, eval seeds and keep_checkpoints >= 1")
         check_cluster_configs(self.agent, self.sims)
+        if self.teacher is None and (self.pretrain_updates > 0 or self.agent.bc_weight > 0):
+            raise ValueError("pretrain_updates and bc_weight need a teacher")
+        if self.teacher is not None:
+            make_teacher(self.teacher, self.sims[0])  # refuses unknown or stateful teachers
+        if self.pretrain_updates < 0 or self.teacher_noise < 0:
+            raise ValueError("need pretrain_updates >= 0 and teacher_noise >= 0")
 
     @property
     def sims(self) -> tuple[SimConfig, ...]:
@@ -140,6 +161,7 @@ class Progress:
     update_credit: float = 0.0  # fractional updates owed (updates_per_step need not divide n_envs)
     episodes: int = 0
     best_eval_utility: float = -math.inf
+    pretrained: bool = False  # the teacher pretraining is done (runs without a teacher: never starts)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -192,6 +214,7 @@ def train(settings: TrainSettings) -> TrainResult:
     progress, generators = Progress(), Generators.seeded(settings.seed)
     buffers = [new_buffer(cfg, settings, index) for index, cfg in enumerate(configs)]
     windows = [NStepWindow(settings.agent.n_step, settings.agent.gamma) for _ in configs]
+    teachers = [make_teacher(settings.teacher, cfg) for cfg in configs] if settings.teacher else []
     if settings.resume_from is not None:
         progress, generators, buffers = resume(settings, agent, optimizers, buffers)
     start_step = progress.env_steps
@@ -223,7 +246,11 @@ def train(settings: TrainSettings) -> TrainResult:
             obs = observations[k]
             warmup = progress.env_steps < settings.warmup_steps
             prior = current_prior(agent, obs)
-            action, mean_action = choose_actions(agent, obs, warmup, generators, prior)
+            if warmup and teachers:
+                action = noisy(teachers[k].act(obs), settings.teacher_noise, generators.numpy)
+                mean_action = None
+            else:
+                action, mean_action = choose_actions(agent, obs, warmup, generators, prior)
             result = sims[k].step(action)
             # Time-limit truncation is stored as terminal (done = terminated | truncated): the envs
             # auto-reset, so `result.obs` of a finished env is already the NEXT episode's first
@@ -238,13 +265,23 @@ def train(settings: TrainSettings) -> TrainResult:
             progress.iteration += 1
             record_episodes(result, progress, interval)
 
-            # 2. Gradient updates, on batches from the buffer of the cluster just stepped.
+            # 2. Once, at the end of the warm-up: imitate the teacher (if any) on its own data.
+            if teachers and not progress.pretrained and progress.env_steps >= settings.warmup_steps:
+                interval.updates.extend(pretrain(agent, optimizers, buffers, teachers, settings, generators))
+                progress.updates += settings.pretrain_updates
+                progress.pretrained = True
+                evaluate_and_keep_best(agent, settings, progress, logger, bar)
+
+            # 3. Gradient updates, on batches from the buffer of the cluster just stepped.
+            guided = bool(teachers) and settings.agent.bc_weight > 0
             for _ in range(updates_due(progress, settings, len(buffers[k]))):
-                batch = TensorBatch.from_numpy(buffers[k].sample(settings.agent.batch_size))
-                interval.updates.append(sac_update(agent, optimizers, batch, generators.torch))
+                sample = buffers[k].sample(settings.agent.batch_size)
+                guide = teacher_actions(teachers[k], sample.obs) if guided else None
+                batch = TensorBatch.from_numpy(sample)
+                interval.updates.append(sac_update(agent, optimizers, batch, generators.torch, guide))
                 progress.updates += 1
 
-            # 3. Logs, evaluation and checkpoints when their period is crossed.
+            # 4. Logs, evaluation and checkpoints when their period is crossed.
             now = progress.env_steps
             if crossed(before, now, settings.log_every):
                 rates = timer.sample(now, progress.updates)
@@ -256,7 +293,7 @@ def train(settings: TrainSettings) -> TrainResult:
                 save_training_checkpoint(agent, optimizers, buffers, progress, generators, settings)
             bar.update(now - before)
 
-        # 4. The end: the last training metrics, a last evaluation and a last checkpoint.
+        # 5. The end: the last training metrics, a last evaluation and a last checkpoint.
         now = progress.env_steps
         if logged_at < now:
             rates = timer.sample(now, progress.updates)
@@ -432,6 +469,26 @@ def advance_prior(
     return agent.prior.prior(next_obs)
 
 
+def pretrain(
+    agent: Agent,
+    optimizers: Optimizers,
+    buffers: Sequence[ReplayBuffer],
+    teachers: Sequence[Policy],
+    settings: TrainSettings,
+    generators: Generators,
+) -> list[UpdateStats]:
+    """settings.pretrain_updates imitation updates, round-robin over the clusters' buffers."""
+    stats = []
+    for index in range(settings.pretrain_updates):
+        k = index % len(buffers)
+        sample = buffers[k].sample(settings.agent.batch_size)
+        guide = teacher_actions(teachers[k], sample.obs)
+        stats.append(
+            imitation_update(agent, optimizers, TensorBatch.from_numpy(sample), guide, generators.torch)
+        )
+    return stats
+
+
 def record_episodes(result: StepResult, progress: Progress, interval: IntervalLog) -> None:
     finished = result.finished
     progress.episodes += len(finished)
@@ -491,8 +548,11 @@ def training_metrics(interval: IntervalLog, rates: dict[str, float]) -> dict[str
         metrics["train/episode_utility"] = float(np.nanmean(interval.utilities))
         metrics["train/episode_reward"] = float(np.mean(interval.rewards))
     if interval.updates:  # means over the interval's updates: one update's losses are noisy
+        # Pretraining and fine-tuning updates report different metrics: average each over the
+        # updates that report it.
         per_update = [update.metrics() for update in interval.updates]
-        metrics.update({name: float(np.mean([m[name] for m in per_update])) for name in per_update[0]})
+        names = dict.fromkeys(name for m in per_update for name in m)
+        metrics.update({name: float(np.mean([m[name] for m in per_update if name in m])) for name in names})
     return metrics
 
 
@@ -723,6 +783,13 @@ def training_setup_from_checkpoint(path: str | os.PathLike[str]) -> tuple[AgentC
     saved = json.loads((directory / "config.json").read_text())
     agent = AgentConfig.from_dict(saved["agent"])
     return agent, tuple(SimConfig.from_dict(cfg) for cfg in saved["sim_configs"])
+
+
+def checkpoint_teacher(path: str | os.PathLike[str]) -> str | None:
+    """The teacher a checkpoint's run learned from (None: none), so a resumed run keeps it."""
+    directory = resolve_checkpoint(path, prefer_best=False)
+    saved = json.loads((directory / "config.json").read_text())
+    return saved.get("training", {}).get("teacher")
 
 
 def code_version() -> dict[str, str | None]:

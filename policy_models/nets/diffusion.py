@@ -450,6 +450,37 @@ class DiffusionActor(nn.Module):
         )
         return action, log_prob, mu
 
+    def denoising_loss(
+        self, state: EncodedState | Tensor, action: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """(B,) Diffusion-QL's behaviour-cloning loss of target actions (B, 2+Q): noise them to a random
+        step t, predict the noise, squared error: execute's plus steps' plus the mean over valid slots'
+        scores. It trains the noise networks directly, so unlike a loss on the chain's output it
+        never loses its gradient to the x0 clamp."""
+        pooled, tokens, task_valid = unpack_state(state)
+        t = torch.randint(0, self.schedule.steps, (action.shape[0],), generator=generator)
+        noise = torch.randn(action.shape, generator=generator, dtype=action.dtype)
+        x_t = self.schedule.add_noise(action, t, noise)
+        t_emb = self.time_embedding(t.to(action.dtype))
+        if self.score_denoiser is None:
+            predicted = self.denoiser(x_t, t_emb, pooled)
+        else:
+            assert tokens is not None, "the per-task layout needs task tokens"
+            decision = self.denoiser(x_t[:, :DECISION_DIM], t_emb, pooled)
+            scores = self.score_denoiser(x_t[:, DECISION_DIM:], t_emb, tokens, pooled)
+            predicted = torch.cat([decision, scores], dim=1)
+        # Three equal parts: execute, steps and the task scores (their mean over valid slots). A mean
+        # over all 2+Q dimensions would give the step count, which decides a task's quality and run
+        # time, a twelfth of the weight.
+        error = (predicted - noise).square()
+        scores = error[:, DECISION_DIM:]
+        if task_valid is None:
+            score_error = scores.mean(1)
+        else:
+            valid = task_valid.to(scores.dtype)
+            score_error = (scores * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+        return error[:, 0] + error[:, 1] + score_error
+
     def mean_action(
         self,
         pooled: Tensor,
