@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from policy_models.config import paper_config
+from policy_models.config import paper_config, warm_config
 from policy_models.learning.agents import AgentConfig
 from policy_models.learning.train import TrainSettings, train
 from services.cli import main
@@ -62,3 +62,23 @@ def test_results_document_puts_ours_beside_the_paper(run_dir: Path, tmp_path: Pa
     assert (out.parent / "img" / "training_curves.png").is_file()
     latency_rows = [line for line in text.splitlines() if line.startswith("| eat-d-n4 |")]
     assert latency_rows and float(latency_rows[-1].split("|")[2]) > 0
+
+
+def test_a_warm_policy_gets_its_own_section_and_stays_out_of_the_paper_tables(tmp_path: Path) -> None:
+    from services.reports.results import ship
+
+    run = tmp_path / "warm-run"
+    settings = TrainSettings(
+        sim=warm_config(4, 0.2), agent=TINY, total_steps=64, n_envs=8, seed=2, out_dir=run,
+        warmup_steps=32, eval_every=0, eval_seeds=(500,), checkpoint_every=0, log_every=32, progress=False,
+    )  # fmt: skip
+    train(settings)
+    root = tmp_path / "checkpoints"
+    ship(run, "eat-d-warm", "eat-d-warm", root=root)
+    out = tmp_path / "results.md"
+    write_results(out, seeds=(1000, 1001), root=root, heuristics=("fifo",), configs=[paper_config(4, 0.05)])
+    paper_part, warm_part = out.read_text().split("## Warm mode")
+    assert "| eat-d-warm |" not in paper_part.split("## Shipped policies")[0]
+    assert "| fifo |" in warm_part and "| eat-d-warm |" in warm_part and "*paper" not in warm_part
+    # The warm section covers the paper's five rates at the warm policy's size (N=4).
+    assert "N=4 λ=0.01" in warm_part and "N=4 λ=0.09" in warm_part and "N=8" not in warm_part
