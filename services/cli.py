@@ -15,6 +15,7 @@ from policy_models import evaluation
 from policy_models.config import SimConfig
 from policy_models.policies import is_known_policy, policy_names
 from policy_models.profiles import PROFILES, get_profile, load_profile
+from policy_models.shipped import SHIPPED_ROOT
 from services import stack_cli
 from services.bench import sim as sim_bench
 
@@ -230,13 +231,13 @@ def _add_reports(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="directory name under policy_models/checkpoints/")
     p.add_argument("--row", required=True, help="the docs/results.md row it fills, e.g. eat")
     p.add_argument("--note", default="", help="a sentence to add to its card")
-    p.add_argument("--root", type=Path, default=Path("policy_models/checkpoints"), help="shipped policies")
+    p.add_argument("--root", type=Path, default=SHIPPED_ROOT, help="shipped policies")
     p.set_defaults(handler=run_ship)
     p = commands.add_parser("results", help="write docs/results.md (every policy beside the paper)")
     p.add_argument("--out", type=Path, default=Path("docs/results.md"))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
-    p.add_argument("--root", type=Path, default=Path("policy_models/checkpoints"), help="shipped policies")
+    p.add_argument("--root", type=Path, default=SHIPPED_ROOT, help="shipped policies")
     p.set_defaults(handler=run_results)
 
 

@@ -38,7 +38,20 @@ def _learned_from_checkpoint(directory: str, config: SimConfig) -> Policy:
     return LearnedPolicy.from_checkpoint(directory, config)
 
 
+def _shipped(row: str, config: SimConfig) -> Policy:
+    from policy_models.policies.learned import LearnedPolicy
+    from policy_models.shipped import shipped_for
+
+    chosen = shipped_for(row, config)
+    policy = LearnedPolicy.from_checkpoint(chosen.directory, config)
+    policy.name = f"shipped:{row}"
+    return policy
+
+
 register_prefix("checkpoint:", _learned_from_checkpoint)
+# "shipped:<row>": the policy shipped in policy_models/checkpoints/ for that results row, picked by the
+# config's cluster size and mode (policy_models.shipped).
+register_prefix("shipped:", _shipped)
 
 
 def policy_names() -> list[str]:

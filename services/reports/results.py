@@ -16,7 +16,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +24,18 @@ from policy_models.config import SimConfig, paper_config, paper_configs
 from policy_models.evaluation import EvalRow, evaluate_policy, paper_settings
 from policy_models.paper_tables import PAPER_NAMES, TABLES
 from policy_models.policies import make_policy
+from policy_models.shipped import (
+    CARD_JSON,
+    CARD_MD,
+    METRICS_CSV,
+    SHIPPED_ROOT,
+    ShippedPolicy,
+    shipped_policies,
+)
 from policy_models.sim.batched import BatchedClusterSim
 from services.bench.sim import machine_info
 
-SHIPPED_ROOT = Path("policy_models/checkpoints")
 HEURISTICS = ("random", "fifo", "greedy", "reuse", "harmony", "genetic")
-CARD_JSON, CARD_MD, METRICS_CSV = "card.json", "CARD.md", "metrics.csv"
-
-
-@dataclass(frozen=True)
-class ShippedPolicy:
-    directory: Path
-    row: str  # the table row it fills
-    sizes: tuple[int, ...]  # node counts it was trained on (and is evaluated on)
-    card: dict[str, Any]
-
-    @property
-    def policy_name(self) -> str:
-        return f"checkpoint:{self.directory}"
-
-
-def shipped_policies(root: Path = SHIPPED_ROOT) -> list[ShippedPolicy]:
-    if not root.is_dir():
-        return []
-    found = []
-    for card_path in sorted(root.glob(f"*/{CARD_JSON}")):
-        card = json.loads(card_path.read_text())
-        found.append(ShippedPolicy(card_path.parent, card["row"], tuple(card["sizes"]), card))
-    return found
 
 
 # ----- shipping a trained run ------------------------------------------------------------------------
@@ -126,7 +110,7 @@ def evaluate_everything(
     for cfg in configs or paper_configs():
         rows += [evaluate_policy(name, cfg, seeds) for name in heuristics]
         for policy in shipped:
-            if cfg.n_servers in policy.sizes and policy.card.get("mode", "paper") == cfg.mode:
+            if policy.serves(cfg):
                 rows.append(replace(evaluate_policy(policy.policy_name, cfg, seeds), policy=policy.row))
     return rows
 
@@ -249,7 +233,7 @@ def warm_section(
 ) -> list[str]:
     """Warm mode (our executors: models stay resident, any gang of holders reuses them): the warm
     policies against the heuristics on the paper's rates for the warm policies' cluster sizes."""
-    warm = [p for p in shipped if p.card.get("mode") == "warm"]
+    warm = [p for p in shipped if p.mode == "warm"]
     if not warm:
         return []
     sizes = sorted({n for p in warm for n in p.sizes})

@@ -82,3 +82,20 @@ def test_a_warm_policy_gets_its_own_section_and_stays_out_of_the_paper_tables(tm
     assert "| fifo |" in warm_part and "| eat-d-warm |" in warm_part and "*paper" not in warm_part
     # The warm section covers the paper's five rates at the warm policy's size (N=4).
     assert "N=4 λ=0.01" in warm_part and "N=4 λ=0.09" in warm_part and "N=8" not in warm_part
+
+
+def test_shipped_names_pick_the_checkpoint_for_the_clusters_size(run_dir: Path, tmp_path: Path) -> None:
+    from policy_models.policies import make_policy
+    from policy_models.shipped import shipped_for
+    from services.reports.results import ship
+
+    root = tmp_path / "checkpoints"
+    ship(run_dir, "eat-d-n4", "eat-d", root=root)
+    assert shipped_for("eat-d", paper_config(4, 0.01), root).directory == root / "eat-d-n4"
+    with pytest.raises(ValueError, match="no shipped 'eat-d' policy for N=8"):
+        shipped_for("eat-d", paper_config(8, 0.1), root)
+    with pytest.raises(ValueError, match="warm mode"):
+        shipped_for("eat-d", warm_config(4, 0.1), root)
+    # Through the policy registry, against the checkpoints shipped with the code.
+    with pytest.raises(ValueError, match="no shipped 'no-such-row' policy"):
+        make_policy("shipped:no-such-row", paper_config(4, 0.05))
