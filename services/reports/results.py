@@ -223,6 +223,7 @@ def write_results(
     lines += warm_section(shipped, seeds, [h for h in heuristics if h in WARM_HEURISTICS])
     lines += shipped_sections(shipped, out)
     lines += latency_section(shipped, heuristics)
+    lines += executor_section(out.parent / BENCH_DIR)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -271,6 +272,42 @@ def shipped_sections(shipped: Sequence[ShippedPolicy], out: Path) -> list[str]:
     image = out.parent / "img" / "training_curves.png"
     if plot_training_curves(shipped, image):
         lines += ["", f"![training curves](img/{image.name})"]
+    return [*lines, ""]
+
+
+BENCH_DIR = "bench"  # docs/bench/executor-*.json: `eat bench executor --json` reports to show
+
+
+def executor_section(bench_dir: Path) -> list[str]:
+    """The `eat bench executor` reports kept in docs/bench/, one row each (CPU and, when measured, GPU)."""
+    reports = [json.loads(path.read_text()) for path in sorted(bench_dir.glob("executor-*.json"))]
+    lines = [
+        "## Executors: patch-parallel gangs",
+        "",
+        "`eat bench executor --json docs/bench/executor-<name>.json`: seconds per denoising step by gang "
+        "size (sync mode), a cold model load against re-forming a gang with the model warm, and the "
+        "exactness of patch parallelism (max |sync - single-process| latents; PSNR of displaced vs sync).",
+        "",
+        "| device | model | px | step s, k=1 | k=2 | k=4 | cold load s | regroup s | ratio | sync diff | "
+        "displaced PSNR dB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in reports:
+        steps = r.get("step_s", {})
+        ratio = r["regroup_s"] / r["cold_load_s"] if r.get("cold_load_s") else math.nan
+        lines.append(
+            f"| {r.get('device')} | {r.get('model')} | {r.get('resolution')} | "
+            + " | ".join(f"{steps.get(k, math.nan):.4f}" for k in ("1", "2", "4"))
+            + f" | {r.get('cold_load_s', math.nan):.3f} | {r.get('regroup_s', math.nan):.4f} | {ratio:.3f} | "
+            f"{r.get('sync_max_abs_diff', math.nan):.1e} | {r.get('displaced_psnr_db', math.nan):.1f} |"
+        )
+    if not any(str(r.get("device", "")).startswith("cuda") for r in reports):
+        lines += [
+            "",
+            "No GPU figures yet: no GPU machine has been available to this project's sessions. "
+            "`scripts/gpu_bench.sh` measures SD 1.5's UNet architecture (random weights) at 512 and "
+            "1024 px on CUDA (NCCL) and writes its reports here.",
+        ]
     return [*lines, ""]
 
 

@@ -99,3 +99,20 @@ def test_shipped_names_pick_the_checkpoint_for_the_clusters_size(run_dir: Path, 
     # Through the policy registry, against the checkpoints shipped with the code.
     with pytest.raises(ValueError, match="no shipped 'no-such-row' policy"):
         make_policy("shipped:no-such-row", paper_config(4, 0.05))
+
+
+def test_executor_reports_in_docs_bench_become_a_table(tmp_path: Path) -> None:
+    from services.reports.results import executor_section
+
+    report = {
+        "device": "cpu", "model": "tiny", "resolution": 64, "step_s": {"1": 0.0133, "2": 0.0819, "4": 0.295},
+        "cold_load_s": 0.602, "regroup_s": 0.0114, "sync_max_abs_diff": 5.5e-5, "displaced_psnr_db": 53.3,
+    }  # fmt: skip
+    (tmp_path / "executor-cpu.json").write_text(json.dumps(report))
+    lines = executor_section(tmp_path)
+    row = next(line for line in lines if line.startswith("| cpu |"))
+    assert "| 64 | 0.0133 | 0.0819 | 0.2950 | 0.602 | 0.0114 | 0.019 | 5.5e-05 | 53.3 |" in row
+    assert any("No GPU figures yet" in line for line in lines)
+    report["device"] = "cuda:0"
+    (tmp_path / "executor-cuda-512.json").write_text(json.dumps(report))
+    assert not any("No GPU figures yet" in line for line in executor_section(tmp_path))
