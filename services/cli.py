@@ -97,6 +97,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--teacher-noise", type=float, default=0.1, help="std of the warm-up noise on its actions")
     p.add_argument("--pretrain-updates", type=int, default=0, help="imitation updates after the warm-up")
+    p.add_argument("--pretrain-lr", type=float, help="actor learning rate in pretraining (default: actor's)")
     p.add_argument("--bc-weight", type=float, help="Q-filtered imitation weight in fine-tuning, x mean |Q|")
     p.add_argument("--diffusion-steps", type=int, help="SAC family: denoising steps of the diffusion actor")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint or a run directory")
@@ -197,6 +198,7 @@ def _sac_run(
             teacher=teacher,
             teacher_noise=args.teacher_noise,
             pretrain_updates=args.pretrain_updates,
+            pretrain_lr=args.pretrain_lr,
             **_run_settings(args, configs),
         )
     except ValueError as err:

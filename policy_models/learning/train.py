@@ -14,6 +14,7 @@ A step is one environment transition: B parallel environments make B steps per b
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import importlib.metadata
@@ -24,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,6 +107,7 @@ class TrainSettings:
     teacher: str | None = None
     teacher_noise: float = 0.1
     pretrain_updates: int = 0
+    pretrain_lr: float | None = None  # the actor's learning rate while pretraining (None: actor_lr)
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and self.time_limit_s <= 0:
@@ -119,6 +121,8 @@ class TrainSettings:
             make_teacher(self.teacher, self.sims[0])  # refuses unknown or stateful teachers
         if self.pretrain_updates < 0 or self.teacher_noise < 0:
             raise ValueError("need pretrain_updates >= 0 and teacher_noise >= 0")
+        if self.pretrain_lr is not None and self.pretrain_lr <= 0:
+            raise ValueError("pretrain_lr must be positive (or None)")
 
     @property
     def sims(self) -> tuple[SimConfig, ...]:
@@ -477,16 +481,31 @@ def pretrain(
     settings: TrainSettings,
     generators: Generators,
 ) -> list[UpdateStats]:
-    """settings.pretrain_updates imitation updates, round-robin over the clusters' buffers."""
+    """settings.pretrain_updates imitation updates, round-robin over the clusters' buffers, the actor at
+    settings.pretrain_lr: imitation is supervised learning and takes a larger step than SAC's actor."""
     stats = []
-    for index in range(settings.pretrain_updates):
-        k = index % len(buffers)
-        sample = buffers[k].sample(settings.agent.batch_size)
-        guide = teacher_actions(teachers[k], sample.obs)
-        stats.append(
-            imitation_update(agent, optimizers, TensorBatch.from_numpy(sample), guide, generators.torch)
-        )
+    with learning_rate(optimizers.actor, settings.pretrain_lr):
+        for index in range(settings.pretrain_updates):
+            k = index % len(buffers)
+            sample = buffers[k].sample(settings.agent.batch_size)
+            guide = teacher_actions(teachers[k], sample.obs)
+            batch = TensorBatch.from_numpy(sample)
+            stats.append(imitation_update(agent, optimizers, batch, guide, generators.torch))
     return stats
+
+
+@contextlib.contextmanager
+def learning_rate(optimizer: torch.optim.Optimizer, lr: float | None) -> Iterator[None]:
+    """Within the block every parameter group of `optimizer` uses `lr` (None: unchanged)."""
+    saved = [group["lr"] for group in optimizer.param_groups]
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    try:
+        yield
+    finally:
+        for group, value in zip(optimizer.param_groups, saved, strict=True):
+            group["lr"] = value
 
 
 def record_episodes(result: StepResult, progress: Progress, interval: IntervalLog) -> None:

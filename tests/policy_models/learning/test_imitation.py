@@ -170,3 +170,19 @@ def test_eat_train_learns_from_a_teacher_and_resumes_with_it(tmp_path: Path) -> 
     assert main(["train", "--resume", str(out), *argv[7:], "--steps", "96"]) == 0
     kept = metric_values(out / "metrics.csv", "train/imitation_kept")
     assert kept and kept[-1] < 1.0
+
+
+def test_pretraining_steps_the_actor_at_its_own_learning_rate_and_restores_it() -> None:
+    from policy_models.learning.train import learning_rate
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-4)
+    with learning_rate(optimizer, 1e-3):
+        assert optimizer.param_groups[0]["lr"] == 1e-3
+    assert optimizer.param_groups[0]["lr"] == 1e-4
+    with learning_rate(optimizer, None):
+        assert optimizer.param_groups[0]["lr"] == 1e-4
+
+
+def test_a_pretraining_rate_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pretrain_lr"):
+        tiny_settings(tmp_path, teacher="reuse", pretrain_updates=4, pretrain_lr=0.0)
