@@ -1,17 +1,29 @@
-"""Protobuf <-> domain conversion, in one place: protobuf types stop here.
+"""Protobuf <-> domain conversion, in one place for every service: protobuf types stop here.
 
-Domain types are the plain dataclasses of `policy_models.live` (snapshots, decisions) and
-`services.common.domain` (tasks).
+Domain types are the plain dataclasses of `policy_models.live` (snapshots, decisions),
+`services.common.domain` (tasks, results, transitions) and the services' pure cores (the executor's
+dispatches and reports, the evaluator's requests and outcomes, the trainer's promotions); those cores
+never see a protobuf type. Sections follow the message families.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from eat.v1 import cluster_pb2, common_pb2, executor_pb2, policy_service_pb2, quality_pb2, tasks_pb2
+from eat.v1 import (
+    cluster_pb2,
+    common_pb2,
+    executor_pb2,
+    learning_pb2,
+    policy_service_pb2,
+    quality_pb2,
+    tasks_pb2,
+)
 from policy_models.live import Decision, ServerInfo, Snapshot, TaskInfo
+from services.common.bus import Reject
 from services.common.domain import (
     AttemptResult,
     ExecState,
@@ -21,7 +33,21 @@ from services.common.domain import (
     QualityResult,
     Reason,
     Task,
+    Transition,
 )
+from services.evaluator.core import EvalRequest, QualityOutcome
+from services.executor.core import AttemptResult as MemberResult  # one gang member's own report
+from services.executor.core import (
+    Dispatch,
+    ExecutorState,
+    FailureCode,
+    Rendezvous,
+    StatusSnapshot,
+    Timings,
+)
+
+if TYPE_CHECKING:  # the trainer's core loads torch: an annotation must not pull it into every service
+    from services.trainer.core import Promotion
 
 
 # ----- time --------------------------------------------------------------------------------------------
@@ -42,6 +68,18 @@ def epoch_s(ts: Timestamp) -> float:
 
 def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def timestamp_of(when: datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime (through the datetime itself: no float rounding)."""
+    stamp = Timestamp()
+    stamp.FromDatetime(when.astimezone(UTC))
+    return stamp
+
+
+def datetime_of(stamp: Timestamp) -> datetime:
+    """The aware UTC datetime of a Timestamp."""
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 # ----- snapshots and decisions -----------------------------------------------------------------------
@@ -182,13 +220,73 @@ def task_to_submission(task: Task) -> tasks_pb2.TaskSubmission:
     return submission
 
 
-# ----- executors, results, quality ---------------------------------------------------------------------
+# ----- gang dispatch (aggregator -> executor) -----------------------------------------------------------
+def dispatch_from_proto(message: executor_pb2.GangDispatch) -> Dispatch:
+    """Plain data from a GangDispatch; one without a task id or gang cannot be answered: `Reject`."""
+    if not message.task_id:
+        raise Reject("GangDispatch.task_id is empty")
+    if not message.gang.members:
+        raise Reject("GangDispatch.gang.members is empty")
+    return Dispatch(
+        task_id=message.task_id,
+        attempt=message.attempt,
+        prompt=message.prompt,
+        model=message.model,
+        steps=message.steps,
+        seed=message.seed,
+        members=tuple(message.gang.members),
+        group_id=message.gang.group_id,
+        rank=message.rank,
+        expect_reload=message.expect_reload,
+        deadline=datetime_of(message.deadline) if message.HasField("deadline") else None,
+        dispatched_at=datetime_of(message.dispatched_at) if message.HasField("dispatched_at") else None,
+        rendezvous=_rendezvous(message.rendezvous) if message.HasField("rendezvous") else None,
+    )
+
+
+def _rendezvous(message: executor_pb2.Rendezvous) -> Rendezvous:
+    return Rendezvous(
+        host=message.host,
+        port=message.port,
+        group_name=message.group_name,
+        epoch=message.epoch,
+        timeout_s=message.timeout_s,
+    )
+
+
+# ----- executor status and heartbeats (executor -> aggregator) -----------------------------------------
 _EXEC_STATES = {
     executor_pb2.EXECUTOR_STATE_IDLE: ExecState.IDLE,
     executor_pb2.EXECUTOR_STATE_BUSY: ExecState.BUSY,
     executor_pb2.EXECUTOR_STATE_DRAINING: ExecState.DRAINING,
     executor_pb2.EXECUTOR_STATE_DOWN: ExecState.DOWN,
 }
+# The executor's own states (it never reports itself DOWN: the aggregator infers that).
+_EXECUTOR_STATE_VALUES = {
+    ExecutorState.IDLE: executor_pb2.EXECUTOR_STATE_IDLE,
+    ExecutorState.BUSY: executor_pb2.EXECUTOR_STATE_BUSY,
+    ExecutorState.DRAINING: executor_pb2.EXECUTOR_STATE_DRAINING,
+}
+
+
+def executor_status_to_proto(status: StatusSnapshot) -> executor_pb2.ExecutorStatus:
+    return executor_pb2.ExecutorStatus(
+        executor_id=status.executor_id,
+        state=_EXECUTOR_STATE_VALUES[status.state],
+        current_task_id=status.current_task_id,
+        current_attempt=status.current_attempt,
+        remaining_s=status.remaining_s,
+        resident_models=list(status.resident_models),
+        max_resident_models=status.max_resident_models,
+        speed_factor=status.speed_factor,
+        device=status.device,
+        group_id=status.group_id,
+        group_size=status.group_size,
+        host=status.host,
+        sequence=status.sequence,
+        reported_at=timestamp_of(status.reported_at),
+        incarnation=status.incarnation,
+    )
 
 
 def executor_status(message: executor_pb2.ExecutorStatus) -> ExecutorReport:
@@ -208,6 +306,14 @@ def executor_status(message: executor_pb2.ExecutorStatus) -> ExecutorReport:
     )
 
 
+def heartbeat_to_proto(
+    executor_id: str, sequence: int, incarnation: str, sent_at: datetime
+) -> executor_pb2.ExecutorHeartbeat:
+    return executor_pb2.ExecutorHeartbeat(
+        executor_id=executor_id, sent_at=timestamp_of(sent_at), sequence=sequence, incarnation=incarnation
+    )
+
+
 def heartbeat(message: executor_pb2.ExecutorHeartbeat) -> ExecutorReport:
     return ExecutorReport(
         executor_id=message.executor_id,
@@ -218,8 +324,10 @@ def heartbeat(message: executor_pb2.ExecutorHeartbeat) -> ExecutorReport:
     )
 
 
-def failure_reason(reason: Reason) -> int:
-    """The eat.v1.FailureReason value of a domain Reason (same names)."""
+# ----- task results (executor -> aggregator and evaluator) ---------------------------------------------
+def failure_reason(reason: Reason | FailureCode) -> int:
+    """The eat.v1.FailureReason value of a domain Reason or an executor FailureCode (both are named
+    after its values)."""
     return common_pb2.FailureReason.Value(f"FAILURE_REASON_{reason.name}")
 
 
@@ -245,7 +353,46 @@ def image_ref(image: ImageInfo) -> common_pb2.ImageRef:
     )
 
 
+def _timings_to_proto(timings: Timings) -> common_pb2.Timings:
+    return common_pb2.Timings(
+        queue_wait_s=timings.queue_wait_s,
+        init_s=timings.init_s,
+        group_setup_s=timings.group_setup_s,
+        step_mean_s=timings.step_mean_s,
+        denoise_s=timings.denoise_s,
+        decode_s=timings.decode_s,
+        total_s=timings.total_s,
+    )
+
+
+def task_result_to_proto(result: MemberResult) -> executor_pb2.TaskResult:
+    """The TaskResult a gang member publishes."""
+    message = executor_pb2.TaskResult(
+        task_id=result.task_id,
+        attempt=result.attempt,
+        executor_ids=list(result.executor_ids),
+        group_id=result.group_id,
+        success=result.success,
+        timings=_timings_to_proto(result.timings),
+        model_reused=result.model_reused,
+        prompt=result.prompt,
+        model=result.model,
+        steps=result.steps,
+        seed=result.seed,
+        simulated=result.simulated,
+        simulated_quality=result.simulated_quality,
+        finished_at=timestamp_of(result.finished_at),
+    )
+    if result.failure is not None:
+        error = common_pb2.Error(reason=failure_reason(result.failure.code), message=result.failure.message)
+        message.error.CopyFrom(error)
+    if result.image is not None:
+        message.image.CopyFrom(image_ref(result.image))
+    return message
+
+
 def attempt_result(message: executor_pb2.TaskResult) -> AttemptResult:
+    """A TaskResult as the aggregator tracks it."""
     t = message.timings
     return AttemptResult(
         task_id=message.task_id,
@@ -262,6 +409,38 @@ def attempt_result(message: executor_pb2.TaskResult) -> AttemptResult:
     )
 
 
+def eval_request_from_proto(message: executor_pb2.TaskResult) -> EvalRequest:
+    """A TaskResult as the evaluator needs it; one without a task id cannot be reported on: `Reject`."""
+    if not message.task_id:
+        raise Reject("TaskResult.task_id is empty")
+    return EvalRequest(
+        task_id=message.task_id,
+        attempt=message.attempt,
+        prompt=message.prompt,
+        success=message.success,
+        simulated=message.simulated,
+        simulated_quality=message.simulated_quality,
+        image_uri=message.image.uri,
+        image_sha256=message.image.sha256,
+        model=message.model,
+        steps=message.steps,
+    )
+
+
+# ----- quality reports (evaluator -> aggregator) -------------------------------------------------------
+def quality_report_to_proto(outcome: QualityOutcome) -> quality_pb2.QualityReport:
+    return quality_pb2.QualityReport(
+        task_id=outcome.task_id,
+        attempt=outcome.attempt,
+        clip_score=outcome.clip_score,
+        simulated=outcome.simulated,
+        evaluator_model=outcome.evaluator_model,
+        eval_s=outcome.eval_s,
+        evaluated_at=timestamp_of(outcome.evaluated_at),
+        error=outcome.error,
+    )
+
+
 def quality(message: quality_pb2.QualityReport) -> QualityResult:
     return QualityResult(
         task_id=message.task_id,
@@ -269,4 +448,45 @@ def quality(message: quality_pb2.QualityReport) -> QualityResult:
         clip_score=message.clip_score,
         simulated=message.simulated,
         error=message.error,
+    )
+
+
+# ----- learning: experience and policy updates (aggregator -> trainer -> policy server) ----------------
+def transition_from_proto(message: learning_pb2.Experience) -> Transition:
+    """The domain transition of an Experience; ValueError when a snapshot is missing."""
+    for name in ("observation", "next_observation"):
+        if not message.HasField(name):
+            raise ValueError(f"Experience without {name}")
+    return Transition(
+        episode_id=message.episode_id,
+        step_index=message.step_index,
+        observation=snapshot_from_proto(message.observation),
+        action=tuple(message.action),
+        reward=message.reward,
+        next_observation=snapshot_from_proto(message.next_observation),
+        done=message.done,
+        truncated=message.truncated,
+        obs_spec_version=message.obs_spec_version,
+        policy_version=message.policy_version,
+        source=message.source,
+    )
+
+
+def policy_updated_to_proto(promotion: Promotion) -> learning_pb2.PolicyUpdated:
+    result = promotion.evaluation
+    return learning_pb2.PolicyUpdated(
+        version=promotion.version,
+        checkpoint_uri=str(promotion.directory),
+        algorithm=promotion.algorithm,
+        obs_spec_version=promotion.obs_spec_version,
+        created_at=timestamp(promotion.created_at),
+        evaluation=learning_pb2.EvaluationSummary(
+            candidate_utility=result.candidate_utility,
+            serving_utility=result.serving_utility,
+            diff_ci95=result.diff_ci95,  # nan with a single seed: no interval
+            serving_version=result.serving_version,
+            episodes=result.episodes,
+            seeds=result.seeds,
+            settings=result.settings,
+        ),
     )

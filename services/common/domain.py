@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from policy_models.obs import OBS_SPEC_VERSION
+
+if TYPE_CHECKING:  # an annotation only: executors importing this module need not load the live policy code
+    from policy_models.live import Snapshot
 
 
 @dataclass(frozen=True)
@@ -112,3 +118,23 @@ class QualityResult:
     clip_score: float
     simulated: bool
     error: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One live transition (the domain twin of eat.v1.Experience), as the trainer learns from it.
+
+    It lives here rather than in the trainer's core so that `services.common.convert` can build it
+    without importing the trainer (and torch with it) into every service."""
+
+    episode_id: str
+    step_index: int
+    observation: Snapshot
+    action: tuple[float, ...]
+    reward: float
+    next_observation: Snapshot
+    done: bool = False
+    truncated: bool = False
+    obs_spec_version: int = OBS_SPEC_VERSION
+    policy_version: int = 0
+    source: str = "live"

@@ -1,6 +1,6 @@
 """The evaluator service: turns TaskResults into QualityReports (CLIP score of image and prompt).
 
 `clip_scorer` wraps an open_clip model, `core` holds the pure rules (routing, image loading, batch
-evaluation), `service` the bus wiring with batching and `convert` the protobuf edge. Run it with
-`python -m services.evaluator`.
+evaluation) and `service` the bus wiring with batching; its protobuf edge is in `services.common.convert`.
+Run it with `python -m services.evaluator`.
 """

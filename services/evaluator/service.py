@@ -18,9 +18,9 @@ import structlog
 from eat.v1 import executor_pb2
 from services.common import topology
 from services.common.bus import CONNECTION_ERRORS, Bus, Delivery, Hold
+from services.common.convert import eval_request_from_proto, quality_report_to_proto
 from services.common.topology import Queue
 from services.evaluator import metrics
-from services.evaluator.convert import report_to_proto, request_from_proto
 from services.evaluator.core import (
     EvalRequest,
     QualityOutcome,
@@ -70,7 +70,7 @@ class EvaluatorService:
 
     def on_result(self, delivery: Delivery) -> None:
         message = delivery.parse(executor_pb2.TaskResult)
-        request = request_from_proto(message)
+        request = eval_request_from_proto(message)
         kind = route(request)
         if kind is Route.IGNORE:
             metrics.IGNORED.inc()
@@ -126,7 +126,7 @@ class EvaluatorService:
 
     def _publish(self, outcome: QualityOutcome, hold: Hold | None = None) -> None:
         key = topology.quality_key(outcome.task_id)
-        self.bus.publish(topology.QUALITY.name, key, report_to_proto(outcome), on_behalf=hold)
+        self.bus.publish(topology.QUALITY.name, key, quality_report_to_proto(outcome), on_behalf=hold)
         if outcome.error:
             metrics.REPORTS.labels("error").inc()
             log.warning("could not score an image", task_id=outcome.task_id, error=outcome.error)

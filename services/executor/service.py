@@ -17,13 +17,13 @@ import structlog
 from eat.v1 import executor_pb2
 from services.common import topology
 from services.common.bus import CONNECTION_ERRORS, Bus, Delivery
-from services.executor import metrics
-from services.executor.convert import (
+from services.common.convert import (
     dispatch_from_proto,
+    executor_status_to_proto,
     heartbeat_to_proto,
-    result_to_proto,
-    status_to_proto,
+    task_result_to_proto,
 )
+from services.executor import metrics
 from services.executor.core import (
     AttemptFailed,
     AttemptResult,
@@ -157,7 +157,9 @@ class ExecutorService:
 
     # ----- publishing ------------------------------------------------------------------------------
     def _publish_result(self, result: AttemptResult) -> None:
-        self.bus.publish(topology.RESULTS.name, topology.result_key(result.task_id), result_to_proto(result))
+        self.bus.publish(
+            topology.RESULTS.name, topology.result_key(result.task_id), task_result_to_proto(result)
+        )
 
     def publish_status(self) -> None:
         snapshot = self.core.snapshot(
@@ -171,7 +173,7 @@ class ExecutorService:
             reported_at=utc_now(),
         )
         key = topology.status_key(self.settings.executor_id)
-        self.bus.publish(topology.EXECUTORS.name, key, status_to_proto(snapshot), persistent=False)
+        self.bus.publish(topology.EXECUTORS.name, key, executor_status_to_proto(snapshot), persistent=False)
 
     def publish_heartbeat(self) -> None:
         heartbeat = heartbeat_to_proto(

@@ -4,5 +4,5 @@ serving policy on the simulator.
     aggregator --Experience--> trainer --PolicyUpdated--> policy server (hot swap)
 
 `core` is the pure trainer (replay buffer, SAC updates, evaluation, promotion), `state` its persistence,
-`convert` the protobuf edge, `service` the bus shell and `__main__` the process.
+`service` the bus shell and `__main__` the process; its protobuf edge is in `services.common.convert`.
 """

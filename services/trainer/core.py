@@ -53,6 +53,7 @@ from policy_models.obs import OBS_SPEC_VERSION, Observation, ObservationSpec
 from policy_models.policies import make_policy
 from policy_models.policies.base import Policy
 from policy_models.policies.learned import LearnedPolicy
+from services.common.domain import Transition  # shared with the protobuf edge; re-exported here
 from services.trainer import state
 
 CHECKPOINT_PREFIX = "checkpoint:"
@@ -123,23 +124,6 @@ class TrainerConfig:
 
 
 # ----- values passed in and out ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Transition:
-    """One live transition (the domain twin of eat.v1.Experience)."""
-
-    episode_id: str
-    step_index: int
-    observation: Snapshot
-    action: tuple[float, ...]
-    reward: float
-    next_observation: Snapshot
-    done: bool = False
-    truncated: bool = False
-    obs_spec_version: int = OBS_SPEC_VERSION
-    policy_version: int = 0
-    source: str = "live"
-
-
 @dataclass(frozen=True)
 class UpdateRound:
     """What one call of `maybe_update` did."""

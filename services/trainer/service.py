@@ -22,9 +22,9 @@ import structlog
 
 from eat.v1 import learning_pb2
 from services.common.bus import Bus, Delivery, Reject
+from services.common.convert import policy_updated_to_proto, transition_from_proto
 from services.common.topology import LEARNING, POLICY_UPDATED_KEY, TRAINER_EXPERIENCE, Queue
 from services.trainer import metrics
-from services.trainer.convert import policy_updated, transition_from_proto
 from services.trainer.core import Candidate, EvaluationResult, OnlineTrainer, Promotion
 
 log = structlog.get_logger("trainer")
@@ -150,7 +150,7 @@ class TrainerService:
         """Publish the PolicyUpdated of every promotion not yet announced, oldest first."""
         while self.unannounced:
             promotion = self.unannounced[0]
-            self.bus.publish(LEARNING.name, POLICY_UPDATED_KEY, policy_updated(promotion))
+            self.bus.publish(LEARNING.name, POLICY_UPDATED_KEY, policy_updated_to_proto(promotion))
             self.trainer.announced(promotion)
             self.unannounced.pop(0)
             log.info("policy promoted", version=promotion.version, checkpoint=str(promotion.directory))

@@ -13,8 +13,8 @@ from PIL import Image
 
 from eat.v1 import common_pb2, executor_pb2
 from services.common.bus import Reject
+from services.common.convert import eval_request_from_proto, quality_report_to_proto
 from services.evaluator.clip_scorer import ClipScorer
-from services.evaluator.convert import report_to_proto, request_from_proto
 from services.evaluator.core import (
     EvalRequest,
     ImageError,
@@ -44,7 +44,7 @@ def test_routing_and_the_simulated_pass_through() -> None:
     simulated = EvalRequest("t", 2, "p", success=True, simulated=True, simulated_quality=0.21)
     real = EvalRequest("t", 1, "p", success=True, simulated=False, image_uri="file:///x.png")
     assert [route(failed), route(simulated), route(real)] == [Route.IGNORE, Route.PASS_THROUGH, Route.SCORE]
-    report = report_to_proto(pass_through(simulated, NOW))
+    report = quality_report_to_proto(pass_through(simulated, NOW))
     assert (report.task_id, report.attempt, report.simulated) == ("t", 2, True)
     assert report.clip_score == pytest.approx(0.21)
     assert (report.evaluator_model, report.eval_s, report.error) == ("simulator", 0.0, "")
@@ -54,7 +54,7 @@ def test_routing_and_the_simulated_pass_through() -> None:
 def test_request_from_a_task_result() -> None:
     message = executor_pb2.TaskResult(task_id="t7", attempt=3, prompt="p", success=True)
     message.image.CopyFrom(common_pb2.ImageRef(uri="file:///r/t7/3.png", sha256="ab"))
-    request = request_from_proto(message)
+    request = eval_request_from_proto(message)
     assert (request.task_id, request.attempt, request.image_uri, request.image_sha256) == (
         "t7",
         3,
@@ -62,7 +62,7 @@ def test_request_from_a_task_result() -> None:
         "ab",
     )
     with pytest.raises(Reject):
-        request_from_proto(executor_pb2.TaskResult())
+        eval_request_from_proto(executor_pb2.TaskResult())
 
 
 def test_image_uris_must_be_local_files_inside_the_store(tmp_path: Path) -> None:

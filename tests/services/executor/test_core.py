@@ -9,8 +9,8 @@ import pytest
 
 from eat.v1 import common_pb2, executor_pb2
 from policy_models.profiles import REFERENCE, quality_of_steps
+from services.common.convert import dispatch_from_proto, executor_status_to_proto, task_result_to_proto
 from services.common.settings import SettingsError
-from services.executor.convert import dispatch_from_proto, result_to_proto, status_to_proto
 from services.executor.core import (
     AttemptFailed,
     Dispatch,
@@ -199,7 +199,7 @@ def test_success_result_carries_the_task_and_scaled_queue_wait() -> None:
     wait = queue_wait_s(dispatch.dispatched_at, NOW, time_scale=10.0)
     assert wait == pytest.approx(5.0)
     result = success_result(dispatch, report, wait, NOW)
-    message = result_to_proto(result)
+    message = task_result_to_proto(result)
     assert message.success and message.simulated
     assert message.simulated_quality == pytest.approx(0.25)
     assert list(message.executor_ids) == ["edge-0", "edge-1"]
@@ -219,7 +219,7 @@ def test_success_result_carries_the_task_and_scaled_queue_wait() -> None:
 
 @pytest.mark.parametrize("code", list(FailureCode))
 def test_every_failure_code_maps_to_a_proto_reason(code: FailureCode) -> None:
-    message = result_to_proto(failed_result(make_dispatch(), Failure(code, "why"), NOW))
+    message = task_result_to_proto(failed_result(make_dispatch(), Failure(code, "why"), NOW))
     assert not message.success
     assert common_pb2.FailureReason.Name(message.error.reason) == f"FAILURE_REASON_{code.value}"
     assert message.error.message == "why"
@@ -228,7 +228,7 @@ def test_every_failure_code_maps_to_a_proto_reason(code: FailureCode) -> None:
 def test_status_and_dispatch_conversions() -> None:
     core = ExecutorCore("edge-0", ("sd-v1-4",), "inc-1")
     core.begin(make_dispatch(members=("edge-0", "edge-1")), expected_s=10.0, started_wall_s=0.0)
-    status = status_to_proto(
+    status = executor_status_to_proto(
         core.snapshot(
             resident_models=("b", "a"),
             max_resident_models=2,
