@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_models import evaluation
-from policy_models.config import SimConfig
+from policy_models.config import PAPER_SETTINGS, SimConfig
 from policy_models.policies import is_known_policy, policy_names
 from policy_models.profiles import PROFILES, get_profile, load_profile
 from policy_models.shipped import SHIPPED_ROOT
@@ -70,6 +70,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rate", type=float, nargs="+", help="arrival rate, one or one per node count (default: paper's)"
     )
+    p.add_argument(
+        "--paper-rates",
+        action="store_true",
+        help="train on all five of the paper's arrival rates for each node count (one cluster config each)",
+    )
     p.add_argument("--mode", choices=["paper", "warm"], default="paper")
     p.add_argument("--profile", choices=sorted(PROFILES), default="reference")
     p.add_argument("--steps", type=int, default=200_000, help="environment steps, summed over envs")
@@ -106,6 +111,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _train_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[SimConfig]:
+    if args.paper_rates:  # every paper rate of every node count: one cluster config each
+        if args.rate:
+            parser.error("give --rate or --paper-rates, not both")
+        by_nodes = {n: rates for n, _, rates in PAPER_SETTINGS}
+        if any(n not in by_nodes for n in args.nodes):
+            parser.error(f"--paper-rates needs node counts of the paper's settings: {sorted(by_nodes)}")
+        args.rate = [r for n in args.nodes for r in by_nodes[n]]
+        args.nodes = [n for n in args.nodes for _ in by_nodes[n]]
     rates = args.rate or [PAPER_TRAIN_RATES.get(n, math.nan) for n in args.nodes]
     if len(rates) == 1:
         rates = rates * len(args.nodes)

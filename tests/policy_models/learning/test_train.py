@@ -227,3 +227,17 @@ def test_the_train_command_runs_and_resumes_ppo(tmp_path: Path, capsys: pytest.C
     resumed += ["--rollout-steps", "8", "--eval-every", "0", "--out", str(out), "--no-progress"]
     assert main(resumed) == 0
     assert "trained ppo: 64 env steps" in capsys.readouterr().out
+
+
+def test_paper_rates_make_one_cluster_config_per_rate() -> None:
+    from services.cli import _train_configs, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--nodes", "4", "12", "--paper-rates"])
+    configs = _train_configs(args, parser)
+    assert [(c.n_servers, c.arrival_rate) for c in configs] == [
+        *((4, r) for r in (0.01, 0.03, 0.05, 0.07, 0.09)),
+        *((12, r) for r in (0.11, 0.13, 0.15, 0.17, 0.19)),
+    ]
+    with pytest.raises(SystemExit):
+        _train_configs(parser.parse_args(["train", "--nodes", "4", "--paper-rates", "--rate", "0.1"]), parser)
