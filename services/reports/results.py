@@ -71,21 +71,38 @@ def make_card(config: dict[str, Any], metrics: dict[str, list[tuple[int, float]]
         "updates": config["progress"]["updates"],
         "best_validation_utility": config["progress"]["best_eval_utility"],
         "wall_s": elapsed[-1][1] if elapsed else None,
+        "best_at_s": _elapsed_at(elapsed, config["progress"]["env_steps"]),
+        "teacher": config.get("training", {}).get("teacher"),
+        "pretrain_updates": config.get("training", {}).get("pretrain_updates", 0),
         "seed": config["seed"],
         "code_version": config.get("code_version"),
     }
 
 
+def _elapsed_at(elapsed: list[tuple[int, float]], step: int) -> float | None:
+    """Wall seconds of the run when it had taken `step` environment steps (the last log at or before)."""
+    before = [seconds for at, seconds in elapsed if at <= step]
+    return before[-1] if before else None
+
+
 def card_paragraph(card: dict[str, Any]) -> str:
     wall = f"{card['wall_s'] / 60:.1f} minutes" if card.get("wall_s") else "an unrecorded time"
     sizes = ", ".join(str(n) for n in card["sizes"])
-    rates = ", ".join(f"{r:g}" for r in card["rates"])
+    rates = ", ".join(f"{r:g}" for r in sorted(set(card["rates"])))
+    teacher = (
+        f", learning from the {card['teacher']} heuristic ({card.get('pretrain_updates', 0)} imitation "
+        "updates, then SAC with a Q-filtered imitation term)"
+        if card.get("teacher")
+        else ""
+    )
+    reached = f" (reached after {card['best_at_s'] / 60:.1f} minutes)" if card.get("best_at_s") else ""
     text = (
         f"**{card['name']}** ({card['algorithm']}): trained on the simulator in {card['mode']} mode "
-        f"(timing profile {card['profile']}) for N = {sizes} servers at arrival rate {rates}, "
-        f"{card['env_steps']} environment steps and {card['updates']} updates in {wall} on one CPU thread "
-        f"(seed {card['seed']}). Its best validation utility (seeds 500-504) was "
-        f"{card['best_validation_utility']:.3f}; it serves the '{card['row']}' row of docs/results.md."
+        f"(timing profile {card['profile']}) for N = {sizes} servers at arrival rates {rates}{teacher}; "
+        f"a run of {wall} on one CPU thread (seed {card['seed']}). The shipped weights are its best on the "
+        f"validation seeds 500-504 (utility {card['best_validation_utility']:.3f}), taken at "
+        f"{card['env_steps']} environment steps and {card['updates']} updates{reached}. It serves the "
+        f"'{card['row']}' row of docs/results.md."
     )
     return f"{text} {card['note']}".strip()
 
