@@ -80,9 +80,10 @@ def make_card(config: dict[str, Any], metrics: dict[str, list[tuple[int, float]]
 
 
 def _elapsed_at(elapsed: list[tuple[int, float]], step: int) -> float | None:
-    """Wall seconds of the run when it had taken `step` environment steps (the last log at or before)."""
-    before = [seconds for at, seconds in elapsed if at <= step]
-    return before[-1] if before else None
+    """Wall seconds of the run once it had taken `step` environment steps: the first log at or after it
+    (work done at that step, such as pretraining, is logged with the next row)."""
+    after = [seconds for at, seconds in elapsed if at >= step]
+    return after[0] if after else (elapsed[-1][1] if elapsed else None)
 
 
 def card_paragraph(card: dict[str, Any]) -> str:
