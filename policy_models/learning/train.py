@@ -270,7 +270,7 @@ def train(settings: TrainSettings) -> TrainResult:
             record_episodes(result, progress, interval)
 
             # 2. Once, at the end of the warm-up: imitate the teacher (if any) on its own data.
-            if teachers and not progress.pretrained and progress.env_steps >= settings.warmup_steps:
+            if teachers and not progress.pretrained and pretraining_due(progress, settings, buffers):
                 interval.updates.extend(pretrain(agent, optimizers, buffers, teachers, settings, generators))
                 progress.updates += settings.pretrain_updates
                 progress.pretrained = True
@@ -471,6 +471,12 @@ def advance_prior(
     if mean_action is not None:
         agent.prior.update(obs, mean_action)
     return agent.prior.prior(next_obs)
+
+
+def pretraining_due(progress: Progress, settings: TrainSettings, buffers: Sequence[ReplayBuffer]) -> bool:
+    """Past the warm-up, with a batch's worth of the teacher's data in every cluster's buffer."""
+    filled = all(len(buffer) >= settings.agent.batch_size for buffer in buffers)
+    return progress.env_steps >= settings.warmup_steps and filled
 
 
 def pretrain(

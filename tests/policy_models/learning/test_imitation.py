@@ -186,3 +186,11 @@ def test_pretraining_steps_the_actor_at_its_own_learning_rate_and_restores_it() 
 def test_a_pretraining_rate_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pretrain_lr"):
         tiny_settings(tmp_path, teacher="reuse", pretrain_updates=4, pretrain_lr=0.0)
+
+
+def test_pretraining_waits_for_a_batch_of_teacher_data(tmp_path: Path) -> None:
+    """No warm-up and 3-step returns (the buffer stays empty for the first steps): pretraining starts
+    once the buffer holds a batch, not on an empty buffer."""
+    agent = dataclasses.replace(TINY, n_step=3)
+    result = train(tiny_settings(tmp_path, agent=agent, teacher="reuse", pretrain_updates=3, warmup_steps=0))
+    assert result.env_steps == 304 and metric_values(result.csv_path, "loss/imitation")
