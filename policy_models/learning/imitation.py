@@ -83,10 +83,10 @@ def imitation_loss(mu: Tensor, teacher: Tensor, feasible: Tensor, score_temperat
     launches = any_feasible & (teacher[:, 0] > 0)
     execute = (mu[:, 0] - teacher[:, 0]).square() * any_feasible
     steps = (mu[:, 1] - teacher[:, 1]).square() * launches
-    blocked = ~feasible | ~any_feasible[:, None]  # rows without a feasible slot: all-zero logits
     logits = (mu[:, 2:] / score_temperature).masked_fill(~feasible, float("-inf"))
+    # Rows without a feasible slot get all-zero logits (finite loss, zeroed by `launches` below).
     logits = torch.where(any_feasible[:, None], logits, torch.zeros_like(logits))
-    target = teacher[:, 2:].masked_fill(blocked, float("-inf")).argmax(1)
+    target = teacher[:, 2:].masked_fill(~feasible, float("-inf")).argmax(1)
     choice = F.cross_entropy(logits, target, reduction="none") * launches
     return execute + steps + choice
 
