@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -469,6 +470,9 @@ class PPOSettings:
     n_envs: int = 64
     seed: int = 0
     out_dir: Path = Path("out/train-ppo")
+    # Wall-clock budget: the run also ends at the first whole rollout past it (None: no limit), so PPO
+    # gets the same fixed-compute budget as the SAC family's `TrainSettings.time_limit_s`.
+    time_limit_s: float | None = None
     eval_every: int = 81_920  # 0: only at the end
     eval_seeds: tuple[int, ...] = VALIDATION_SEEDS
     checkpoint_every: int = 204_800  # 0: only at the end
@@ -481,6 +485,8 @@ class PPOSettings:
             raise ValueError("need total_steps >= 1, n_envs >= 1, eval seeds and keep_checkpoints >= 1")
         if not self.sims:
             raise ValueError("need at least one cluster config")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ValueError("time_limit_s must be positive (or None)")
         if len({cfg.action_dim for cfg in self.sims}) > 1:
             # The checkpoint records one action_dim, and LearnedPolicy serves only that one.
             raise ValueError("cross-size training needs one visible_queue (action_dim) for all configs")
@@ -532,8 +538,9 @@ def train_ppo(settings: PPOSettings) -> TrainResult:
         disable=not (settings.progress and sys.stderr.isatty()),
         dynamic_ncols=True,
     )
+    deadline = math.inf if settings.time_limit_s is None else time.monotonic() + settings.time_limit_s
     try:
-        while progress.env_steps < settings.total_steps:
+        while progress.env_steps < settings.total_steps and time.monotonic() < deadline:
             before = progress.env_steps
             # 1. A rollout of one simulator (round-robin over the configs) with the stochastic policy.
             k = progress.iteration % len(sims)

@@ -233,3 +233,12 @@ def test_the_checkpoint_serves_as_a_deterministic_policy(ppo_run: TrainResult) -
     first, second = evaluate_policy(name, CFG, EVAL_SEEDS), evaluate_policy(name, CFG, EVAL_SEEDS)
     assert first == second
     assert first.utility.mean == pytest.approx(ppo_run.best_eval_utility)  # what training measured
+
+
+def test_a_time_limit_ends_the_run_after_a_whole_rollout(tmp_path: Path) -> None:
+    result = train_ppo(tiny_settings(tmp_path, total_steps=10**9, time_limit_s=0.5, eval_every=0))
+    rollout = tiny_settings(tmp_path).rollout_size
+    assert 0 < result.env_steps < 10**9 and result.env_steps % rollout == 0
+    assert result.final_checkpoint.is_dir()
+    with pytest.raises(ValueError, match="time_limit_s"):
+        tiny_settings(tmp_path, time_limit_s=0.0)
