@@ -366,11 +366,12 @@ class Bus:
         waiting = [tag for generation, tag in self._inflight if generation == self._generation]
         oldest = min(waiting, default=None)
         below = [t for t in self._settled if oldest is None or t < oldest]
+        channel = self._channel._impl  # buffered like publishes (see `_send`)
         if below:
-            self._channel.basic_ack(max(below), multiple=True)
+            channel.basic_ack(max(below), multiple=True)
         for tag in self._settled:
             if oldest is not None and tag > oldest:
-                self._channel.basic_ack(tag)
+                channel.basic_ack(tag)
         self._settled.clear()
 
     def hold(self) -> Hold:
@@ -487,7 +488,10 @@ class Bus:
         self._unconfirmed[seq] = out
         if out.parent is not None and out.parent in self._inflight:
             self._inflight[out.parent].children.add(out.publish_id)
-        self._channel.basic_publish(
+        # The channel implementation's publish only buffers the frames; the loop's next
+        # process_data_events writes everything buffered at once. (The blocking channel's publish
+        # would poll and write the socket for every message: most of a busy service's CPU.)
+        self._channel._impl.basic_publish(
             out.exchange, out.routing_key, out.body, out.props, mandatory=out.mandatory
         )
 
