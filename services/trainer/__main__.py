@@ -7,6 +7,7 @@ loaded. On SIGTERM/SIGINT the bus loop stops, the state is saved, and the proces
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def main() -> int:
         print(f"trainer: {err}", file=sys.stderr)
         return 2
     log = start_service("trainer", settings)
+    if settings.nice:
+        os.nice(settings.nice)
     try:
         trainer = OnlineTrainer.start(trainer_config(settings), settings.state_dir)
     except (CheckpointError, OSError, ValueError) as err:  # SettingsError is a ValueError

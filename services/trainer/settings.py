@@ -42,6 +42,11 @@ class TrainerSettings(ServiceSettings):
     # Largest share of wall time spent on updates (one core): on a machine shared with the serving
     # path, training must not starve it. 1.0 = update whenever updates are owed.
     update_share: float = 0.5
+    # Added to the process's nice value at start (0-19). Online training is background work: with,
+    # say, 10 on a machine whose cores the serving path (aggregator, policy server, executors) shares,
+    # serving gets the CPU first and the trainer catches up when there is slack. Off by default: a
+    # starved trainer also takes longer to save its state at shutdown.
+    nice: int = 0
 
     @property
     def validation_seeds(self) -> tuple[int, ...]:
@@ -90,5 +95,7 @@ class TrainerSettings(ServiceSettings):
             raise SettingsError(f"{env_name('updates_per_transition')} must be >= 0")
         if not 0.0 < self.update_share <= 1.0:
             raise SettingsError(f"{env_name('update_share')} must lie in (0, 1], got {self.update_share}")
+        if not 0 <= self.nice <= 19:
+            raise SettingsError(f"{env_name('nice')} must be in 0..19, got {self.nice}")
         if not 1 <= self.eval_seeds <= MAX_EVAL_SEEDS:
             raise SettingsError(f"{env_name('eval_seeds')} must be in 1..{MAX_EVAL_SEEDS}")

@@ -55,6 +55,7 @@ def trainer_env(tmp_path: Path, port: int) -> dict[str, str]:
         warmup_transitions=1000,  # no updates: this test is about the process, not learning
         save_every_s=3600.0,
         log_format="json",
+        nice=5,
     )
     return {**os.environ, **settings.to_env(), "OMP_NUM_THREADS": "1"}
 
@@ -78,6 +79,9 @@ def test_the_process_stores_experience_and_saves_on_sigterm(tmp_path: Path) -> N
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, "the trainer did not store the transitions in time"
             time.sleep(0.2)
+        # Background work: the process lowered its own priority by EAT_NICE.
+        expected = min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)  # nice values stop at 19
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == expected
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     finally:

@@ -43,6 +43,7 @@ def test_defaults_and_environment_values() -> None:
         ("EAT_NODES", "0"),
         ("EAT_PROFILE", "no-such-profile"),
         ("EAT_UPDATES_PER_TRANSITION", "-1"),
+        ("EAT_NICE", "20"),
         ("EAT_WARMUP_TRANSITIONS", "200000"),  # more than the buffer holds: never an update
     ],
 )
