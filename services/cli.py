@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -91,7 +92,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="SAC family: agent hyperparameters (paper: Tables VII-VIII; cpu-fast: small nets, batch "
         "128, 5 denoising steps, learned alpha, 3-step returns, for ~30 min on a CPU)",
     )
-    p.add_argument("--minutes", type=float, help="SAC family: stop after this much wall time")
+    p.add_argument("--minutes", type=float, help="stop after this much wall time")
     p.add_argument("--batch-size", type=int, help="SAC batch (default 512)")
     p.add_argument("--updates-per-step", type=float, help="gradient updates per environment step")
     p.add_argument("--rollout-steps", type=int, help="PPO: batched steps per rollout (default 128)")
@@ -234,7 +235,8 @@ def _ppo_run(
     try:
         if args.rollout_steps is not None:
             agent = dataclasses.replace(agent, rollout_steps=args.rollout_steps)
-        settings = PPOSettings(agent=agent, **_run_settings(args, configs))
+        time_limit = None if args.minutes is None else 60.0 * args.minutes
+        settings = PPOSettings(agent=agent, time_limit_s=time_limit, **_run_settings(args, configs))
     except ValueError as err:
         parser.error(str(err))
     return train_ppo, settings
@@ -367,7 +369,7 @@ def run_bench_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser
     if args.amqp_url:
         report = bench(args.amqp_url)
     elif vhost.can_manage():
-        with vhost.temporary("eat-bench") as url:
+        with vhost.temporary(f"eat-bench-{os.getpid()}") as url:  # concurrent benches stay apart
             report = bench(url)
     else:
         parser.error("no rabbitmqctl to make a clean vhost: pass --amqp-url")

@@ -5,6 +5,12 @@ maximum speed (executors finish as soon as they start: time_scale 1e6), a warm-u
 submissions published back to back; tasks/s = tasks / (first submission to last terminal event). Every
 task must end completed or failed: those with no terminal event within the timeout count as lost.
 
+CPU: each process's CPU per task over the measured batch (Linux /proc, the broker's Erlang VM
+included when readable), and, from the services' /metrics, the messages and decisions per task. With
+two microbenchmarks (the broker's and a client's CPU per persistent message through one queue, and the
+Decide CPU per call of the served policy) they give a floor: the CPU per task of the messages and
+Decide calls alone, whatever the services do with them, and the tasks/s it allows on this machine.
+
 Decide latency: the served policy over gRPC (PolicyClient -> policy server), on snapshots of the
 warm-mode simulator's own states, measured by the caller (network stack, (de)serialisation and the
 policy itself). With no trained checkpoint given, the EAT policy is an untrained agent of the paper's
@@ -14,8 +20,12 @@ not on the weights, and the report says which it was.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import statistics
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from eat.v1 import tasks_pb2
 from policy_models.checkpoints import save_checkpoint
@@ -35,6 +46,8 @@ from policy_models.policies import make_policy
 from policy_models.sim.env import ClusterEnv
 from services.bench.sim import machine_info
 from services.client import Client
+from services.common.bus import Bus
+from services.common.topology import Queue
 from services.policy_server.client import PolicyClient
 from services.stack import Stack, StackConfig
 
@@ -81,18 +94,28 @@ def sim_snapshots(cfg: SimConfig, count: int, seed: int = SEED) -> list[Snapshot
     return snapshots
 
 
-def measure_decide(target: str, snapshots: list[Snapshot]) -> list[float]:
-    """Milliseconds per Decide call, one call per snapshot, after a short warm-up."""
+@dataclass(frozen=True)
+class DecideMeasurement:
+    latency_ms: list[float]  # per call, as the caller sees it
+    server_cpu_ms: float  # the policy server's CPU per call (all its threads)
+    client_cpu_ms: float  # this process's CPU per call (gRPC client and conversion)
+
+
+def measure_decide(target: str, snapshots: list[Snapshot], server_pid: int) -> DecideMeasurement:
+    """One Decide call per snapshot, after a short warm-up: latency and CPU per call."""
     client = PolicyClient(target, timeout_s=5.0)
     try:
         for snapshot in snapshots[:50]:
             client.decide(snapshot)
         times = []
+        server_0, client_0 = cpu_seconds(server_pid) or 0.0, time.process_time()
         for snapshot in snapshots:
             started = time.perf_counter()
             client.decide(snapshot)
             times.append((time.perf_counter() - started) * 1e3)
-        return times
+        server_1, client_1 = cpu_seconds(server_pid) or 0.0, time.process_time()
+        per_call = 1e3 / len(snapshots)
+        return DecideMeasurement(times, (server_1 - server_0) * per_call, (client_1 - client_0) * per_call)
     finally:
         client.close()
 
@@ -109,6 +132,124 @@ def _submissions(count: int, prefix: str) -> list[tasks_pb2.TaskSubmission]:
     ]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a live process has used (Linux /proc); None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def broker_pids() -> list[int]:
+    """The local RabbitMQ's Erlang VM (beam.smp), when it runs on this machine and is readable."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    pids.append(int(entry.name))
+    return pids
+
+
+def cpu_by_process(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of each stack service and of the broker (where readable)."""
+    pids = {name: process.pid for name, process in stack.processes.items()}
+    pids |= {f"rabbitmq-{pid}" if i else "rabbitmq": pid for i, pid in enumerate(broker_pids())}
+    used = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    return {name: seconds for name, seconds in used.items() if seconds is not None}
+
+
+def cpu_ms_per_task(before: dict[str, float], after: dict[str, float], tasks: int) -> dict[str, float]:
+    """Each process's CPU milliseconds per task over the measured batch, and their total."""
+    per_task = {name: 1e3 * (after[name] - before[name]) / tasks for name in after if name in before}
+    return per_task | {"total": sum(per_task.values())}
+
+
+# Counters summed over the stack's /metrics endpoints (family names as the parser gives them).
+STACK_COUNTERS = {
+    "published": "eat_bus_published",  # messages the services published (confirmed)
+    "consumed": "eat_bus_consumed",  # messages the services handled and acked
+    "decisions": "eat_aggregator_decisions",  # Decide calls (and fallback decisions)
+}
+
+
+def scrape_counters(stack: Stack) -> dict[str, float]:
+    """STACK_COUNTERS' totals over every service of the stack (a service that does not answer adds 0)."""
+    totals = dict.fromkeys(STACK_COUNTERS, 0.0)
+    for port in stack.metrics_ports.values():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5.0) as reply:
+                text = reply.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for key, name in STACK_COUNTERS.items():
+                if family.name == name:
+                    totals[key] += sum(s.value for s in family.samples if s.name == f"{name}_total")
+    return totals
+
+
+def broker_cost(amqp_url: str, messages: int = 5_000) -> dict[str, float]:
+    """CPU milliseconds per persistent message, on the broker and on the client, with the bus's own
+    batched publisher confirms and multiple acks: a floor for any hop of the pipeline."""
+    queue = Queue(f"eat.bench.floor-{uuid.uuid4().hex[:8]}", dead_letter=False)
+    bus = Bus(amqp_url, queues=(queue,))
+    bus.connect()
+    broker = broker_pids()
+    body = _submissions(messages, "floor")
+    try:
+        broker_0, client_0 = _broker_cpu(broker), time.process_time()
+        bus.publish_many(("", queue.name, m) for m in body)
+        broker_1, client_1 = _broker_cpu(broker), time.process_time()
+        channel = bus._channel
+        channel.basic_qos(prefetch_count=256)
+        stream = channel.consume(queue.name, inactivity_timeout=5.0)
+        for got, (method, _, _) in enumerate(stream, start=1):
+            if method is None:
+                break
+            if got % 64 == 0 or got == messages:
+                channel.basic_ack(method.delivery_tag, multiple=True)
+            if got == messages:
+                break
+        broker_2, client_2 = _broker_cpu(broker), time.process_time()
+        channel.cancel()
+        channel.queue_delete(queue.name)
+    finally:
+        bus.close()
+    per = 1e3 / messages
+    return {
+        "broker_publish_ms": (broker_1 - broker_0) * per,
+        "broker_deliver_ms": (broker_2 - broker_1) * per,
+        "client_publish_ms": (client_1 - client_0) * per,
+        "client_consume_ms": (client_2 - client_1) * per,
+    }
+
+
+def _broker_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+def pipeline_floor(
+    per_task: dict[str, float], decide_cpu: dict[str, float], broker: dict[str, float], cores: int
+) -> dict[str, float]:
+    """The CPU a task needs for its messages and Decide calls alone (every service's own work left
+    out), from the run's counts per task and the microbenchmarks' cost per message and per call; and
+    the tasks/s those alone would allow on `cores` cores."""
+    publish = broker["broker_publish_ms"] + broker["client_publish_ms"]
+    deliver = broker["broker_deliver_ms"] + broker["client_consume_ms"]
+    messaging = per_task["published"] * publish + per_task["consumed"] * deliver
+    deciding = per_task["decisions"] * (decide_cpu["server"] + decide_cpu["client"])
+    total = messaging + deciding
+    return {
+        "messaging_ms": messaging,
+        "decide_ms": deciding,
+        "total_ms": total,
+        "cores": cores,
+        "max_tasks_per_s": cores * 1e3 / total if total > 0 else math.inf,
+    }
+
+
 def run_pipeline_bench(settings: PipelineSettings) -> dict[str, Any]:
     torch.set_num_threads(1)
     cfg = live_config(settings.executors, MODELS)
@@ -117,17 +258,33 @@ def run_pipeline_bench(settings: PipelineSettings) -> dict[str, Any]:
     if not decide_policy:
         decide_policy = "checkpoint:" + str(untrained_eat(settings.work_dir / "eat-untrained", cfg))
         decide_label = "eat (untrained weights, paper architecture)"
-    decide_ms = run_decide_latency(settings, decide_policy, sim_snapshots(cfg, settings.decide_samples))
+    snapshots = sim_snapshots(cfg, settings.decide_samples)
+    decide = run_decide_latency(settings, decide_policy, snapshots)
+    # The throughput run's own policy, for the floor: its Decide CPU per call.
+    served = run_decide_latency(settings, settings.policy, snapshots[: settings.decide_samples // 2])
+    served_cpu = {"server": served.server_cpu_ms, "client": served.client_cpu_ms}
+    broker = broker_cost(settings.amqp_url)
+    cores = os.cpu_count() or 1
     return throughput | {
         "decide_ms": {
-            "p50": float(np.percentile(decide_ms, 50)),
-            "p99": float(np.percentile(decide_ms, 99)),
-            "mean": statistics.fmean(decide_ms),
+            "p50": float(np.percentile(decide.latency_ms, 50)),
+            "p99": float(np.percentile(decide.latency_ms, 99)),
+            "mean": statistics.fmean(decide.latency_ms),
         },
         "decide_policy": decide_label,
-        "decide_samples": len(decide_ms),
+        "decide_samples": len(decide.latency_ms),
+        "decide_cpu_ms": {"server": decide.server_cpu_ms, "client": decide.client_cpu_ms},
+        "served_decide_cpu_ms": served_cpu,
+        "broker_cpu_ms_per_message": broker,
+        "floor": pipeline_floor(throughput["per_task"], served_cpu, broker, cores),
         "machine": machine_info(),
     }
+
+
+def policy_slug(policy: str) -> str:
+    """A directory name for a policy spec ("checkpoint:/a/b" -> "checkpoint-b")."""
+    kind, _, rest = policy.partition(":")
+    return kind if not rest else f"{kind}-{Path(rest).name}"
 
 
 def run_throughput(settings: PipelineSettings) -> dict[str, Any]:
@@ -151,10 +308,13 @@ def run_throughput(settings: PipelineSettings) -> dict[str, Any]:
         client.submit_many(warm)
         client.wait({s.task_id for s in warm}, settings.timeout_s)
         subs = _submissions(settings.tasks, f"bench-{run_id}")
+        cpu_before, counts_before = cpu_by_process(stack), scrape_counters(stack)
         started = time.time()
         client.submit_many(subs)
         submitted = time.time()
         done = client.wait({s.task_id for s in subs}, settings.timeout_s)
+        cpu_after = cpu_by_process(stack)  # the client's own CPU is not counted
+        counts_after = scrape_counters(stack)
         wall_s = max((e.received_at for e in done.values()), default=time.time()) - started
         client.close()
     finally:
@@ -171,11 +331,16 @@ def run_throughput(settings: PipelineSettings) -> dict[str, Any]:
         "warmup_tasks": settings.warmup,
         "submit_per_s": settings.tasks / (submitted - started),
         "wall_s": wall_s,
+        "cpu_ms_per_task": cpu_ms_per_task(cpu_before, cpu_after, settings.tasks),
+        # Services only: the load generator's submissions and the events it reads come on top.
+        "per_task": {k: (counts_after[k] - counts_before[k]) / settings.tasks for k in STACK_COUNTERS},
         "exit_codes": codes,
     }
 
 
-def run_decide_latency(settings: PipelineSettings, policy: str, snapshots: list[Snapshot]) -> list[float]:
+def run_decide_latency(
+    settings: PipelineSettings, policy: str, snapshots: list[Snapshot]
+) -> DecideMeasurement:
     """A policy server process of its own (no hot swap), queried over gRPC from this process."""
     stack = Stack(
         StackConfig(
@@ -183,7 +348,7 @@ def run_decide_latency(settings: PipelineSettings, policy: str, snapshots: list[
             executors=settings.executors,
             policy=policy,
             models=MODELS,
-            work_dir=settings.work_dir / "decide",
+            work_dir=settings.work_dir / f"decide-{policy_slug(policy)}",
             log_level="warning",
             extra_env={"policy_server": {"EAT_HOT_SWAP": "0"}},
         )
@@ -191,17 +356,26 @@ def run_decide_latency(settings: PipelineSettings, policy: str, snapshots: list[
     stack.start_service("policy_server")
     try:
         stack.wait_ready(60, ["policy_server"])
-        return measure_decide(f"127.0.0.1:{stack.config.grpc_port}", snapshots)
+        pid = stack.processes["policy_server"].pid
+        return measure_decide(f"127.0.0.1:{stack.config.grpc_port}", snapshots, pid)
     finally:
         stack.stop()
 
 
 def format_report(report: dict[str, Any]) -> str:
-    d = report["decide_ms"]
+    d, floor = report["decide_ms"], report["floor"]
+    cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in report["cpu_ms_per_task"].items())
+    per_task = report["per_task"]
     return (
         f"{report['tasks']} tasks through the stack ({report['executors']} sim executors, policy "
         f"{report['policy']}): {report['completed']} completed, {report['failed']} failed, "
         f"{report['lost']} lost; {report['tasks_per_s']:.1f} tasks/s end to end\n"
+        f"CPU ms per task: {cpu}\n"
+        f"Per task, services only: {per_task['published']:.2f} messages published, "
+        f"{per_task['consumed']:.2f} consumed, {per_task['decisions']:.2f} decisions\n"
+        f"Floor (messages and Decide calls alone, no service logic): {floor['total_ms']:.2f} CPU ms per "
+        f"task (messaging {floor['messaging_ms']:.2f}, Decide {floor['decide_ms']:.2f}): at most "
+        f"{floor['max_tasks_per_s']:.0f} tasks/s on {floor['cores']} cores\n"
         f"Decide over gRPC, {report['decide_policy']} ({report['decide_samples']} calls): "
         f"p50 {d['p50']:.3f} ms, p99 {d['p99']:.3f} ms"
     )
