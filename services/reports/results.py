@@ -189,7 +189,13 @@ def _cell(estimate: Any, fmt: str) -> str:
     return f"{text} ± {fmt.format(estimate.ci95)}" if math.isfinite(estimate.ci95) else text
 
 
+EAT_ROWS = ("eat", "eat-cross", "eat-warm")  # plotted apart from the baselines
+
+
 def plot_training_curves(shipped: Sequence[ShippedPolicy], path: Path) -> bool:
+    """Validation utility against environment steps: one panel for EAT, one for the baselines. The
+    y axis starts just below the lowest evaluation after the first, so the untrained actor's first
+    evaluation (often 0: it never launches) does not flatten every curve; it is left below the axis."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on servers and CI
@@ -199,14 +205,27 @@ def plot_training_curves(shipped: Sequence[ShippedPolicy], path: Path) -> bool:
     curves = [(p, c) for p, c in curves if c]
     if not curves:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for policy, curve in curves:
-        steps, values = zip(*curve, strict=True)
-        ax.plot(steps, values, marker="o", label=policy.card["name"])
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("validation utility (seeds 500-504)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    panels = [
+        (title, group)
+        for title, group in (
+            ("EAT", [(p, c) for p, c in curves if p.row in EAT_ROWS]),
+            ("baselines", [(p, c) for p, c in curves if p.row not in EAT_ROWS]),
+        )
+        if group
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    for ax, (title, group) in zip(axes[0], panels, strict=True):
+        for policy, curve in group:
+            steps, values = zip(*curve, strict=True)
+            ax.plot(steps, values, marker="o", markersize=3, label=policy.card["name"])
+        later = [value for _, curve in group for _, value in curve[1:]]
+        if later:
+            ax.set_ylim(bottom=min(later) - 0.25)
+        ax.set_title(title)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("validation utility (seeds 500-504)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
