@@ -16,7 +16,7 @@ the policy sees (sim executors run time_scale times faster than the timing profi
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -163,6 +163,7 @@ class AggregatorCore:
         self.executors: dict[str, ExecutorRecord] = {}
         self.outbox: list[Effect] = []
         self.dirty: set[str] = set()
+        self.ended: Counter[str] = Counter()  # tasks completed / failed (and gone from self.tasks)
         self.group_counter = 0
         self.step_counter = 0
         self.pending: dict[int, _Pending] = {}
@@ -294,22 +295,18 @@ class AggregatorCore:
         for executor in self.executors.values():
             if executor.alive and now - executor.last_seen > self.cfg.heartbeat_timeout_s:
                 self._executor_lost(executor, now, f"executor {executor.executor_id} missed its heartbeats")
+        alive = sum(e.alive for e in self.executors.values())
         for task_id in list(self.queue):
             record = self.tasks[task_id]
             deadline = record.task.deadline_at
             if deadline is not None and now > deadline:
                 self._fail(record, Reason.DEADLINE_EXCEEDED, "deadline passed while queued", now)
-            elif self._too_big(record, now):
-                alive = sum(e.alive for e in self.executors.values())
+            elif record.task.patches > alive and now - record.task.accepted_at > self.cfg.no_capacity_after_s:
                 message = f"needs {record.task.patches} servers, the cluster has {alive}"
                 self._fail(record, Reason.NO_CAPACITY, message, now)
         for record in list(self.tasks.values()):
             if record.state == "running":
                 self._check_orphan(record, now)
-
-    def _too_big(self, record: TaskRecord, now: float) -> bool:
-        alive = sum(e.alive for e in self.executors.values())
-        return record.task.patches > alive and now - record.task.accepted_at > self.cfg.no_capacity_after_s
 
     def _check_orphan(self, record: TaskRecord, now: float) -> None:
         """A gang none of whose members shows the task (e.g. a dispatch lost across an aggregator
@@ -506,14 +503,22 @@ class AggregatorCore:
         return effects
 
     def take_dirty(self) -> Iterable[TaskRecord]:
+        """The records changed since the last call, for the journal. An ended task leaves memory
+        here: from now on the journal holds it (and tells a redelivered duplicate apart), so memory
+        and the per-tick scans grow with the tasks in flight, not with every task ever served."""
         dirty, self.dirty = self.dirty, set()
-        return [self.tasks[t] for t in dirty]
+        records = [self.tasks[t] for t in dirty]
+        for record in records:
+            if record.terminal:
+                del self.tasks[record.task.task_id]
+                self.ended[record.state] += 1
+        return records
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for record in self.tasks.values():
-            out[record.state] = out.get(record.state, 0) + 1
-        return out
+        """Tasks by state: those in flight, and those ended since this process started."""
+        out: Counter[str] = Counter(self.ended)
+        out.update(record.state for record in self.tasks.values())
+        return dict(out)
 
 
 def _seed_of(task_id: str) -> int:

@@ -194,3 +194,23 @@ def test_fallback_scheduler_launches_through_the_core() -> None:
             break
         launched += 1
     assert launched == 3 and not core.queue
+
+
+def test_an_ended_task_leaves_memory_once_handed_to_the_journal() -> None:
+    core = make_core()
+    up(core)
+    core.accept(task("t1"), 0.0)
+    launch(core, "t1")
+    core.attempt_result(AttemptResult("t1", 1, True, init_s=1.0, run_s=1.0, simulated=True), 1.0)
+    core.quality(QualityResult("t1", 1, 0.3, simulated=True), 1.5)
+    assert [e for e in core.take_effects() if isinstance(e, TaskDone)]
+    core.accept(task("t2"), 2.0)
+    assert core.counts() == {"completed": 1, "queued": 1}
+    journaled = {record.task.task_id: record.state for record in core.take_dirty()}
+    assert journaled == {"t1": "completed", "t2": "queued"}
+    assert "t1" not in core.tasks and "t2" in core.tasks
+    assert core.counts() == {"completed": 1, "queued": 1}  # ended tasks are still counted
+    # Late or repeated reports about it change nothing.
+    core.attempt_result(AttemptResult("t1", 1, True, simulated=True), 3.0)
+    assert core.quality(QualityResult("t1", 1, 0.3, simulated=True), 3.0)
+    assert not [e for e in core.take_effects() if isinstance(e, TaskDone)] and not list(core.take_dirty())
