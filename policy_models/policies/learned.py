@@ -44,9 +44,11 @@ class LearnedPolicy(Policy):
         self.prior = prior  # lad-ts: read, never updated (module docs)
 
     def act(self, obs: Observation) -> np.ndarray:
-        # eval() each call: a trainer may share these modules and switch them back to train mode.
-        self.encoder.eval()
-        self.actor.eval()
+        # A trainer may share these modules and switch them back to train mode (module.train() sets
+        # the flag on the top module too); eval() walks every submodule, so only when needed.
+        if self.encoder.training or self.actor.training:
+            self.encoder.eval()
+            self.actor.eval()
         start = None if self.prior is None else torch.from_numpy(self.prior.prior(obs))
         with torch.inference_mode():
             _, _, mean_action = self.actor(self.encoder(as_tensors(obs)), deterministic=True, prior=start)

@@ -59,6 +59,17 @@ def test_a_checkpoint_policy_acts_like_the_agent_it_was_saved_from(tmp_path: Pat
     np.testing.assert_array_equal(policy.act(obs), action)  # no sampling anywhere
 
 
+def test_modules_a_trainer_switched_to_train_mode_act_in_eval_mode(tmp_path: Path) -> None:
+    agent = build_agent(TINY, ObservationSpec.from_config(CFG), seed=0)
+    policy = LearnedPolicy(CFG, agent.encoder, agent.actor)
+    obs = first_observation()
+    served = policy.act(obs)
+    agent.encoder.train()  # a trainer sharing the modules (as the online trainer's evaluation does)
+    agent.actor.train()
+    np.testing.assert_array_equal(policy.act(obs), served)
+    assert not any(m.training for m in (*agent.encoder.modules(), *agent.actor.modules()))
+
+
 def test_evaluation_of_a_checkpoint_is_deterministic(tmp_path: Path) -> None:
     saved_agent(tmp_path, "eat-d")
     name = f"checkpoint:{tmp_path}"
