@@ -55,7 +55,8 @@ def test_a_checkpoint_policy_acts_like_the_agent_it_was_saved_from(tmp_path: Pat
     with torch.no_grad():
         _, _, expected = agent.actor(agent.encoder(as_tensors(obs)), deterministic=True)
     assert action.dtype == np.float32 and action.shape == (4, CFG.action_dim)
-    np.testing.assert_array_equal(action, expected.numpy())
+    # The same operations on the same weights, as a traced graph: equal up to float rounding.
+    np.testing.assert_allclose(action, expected.numpy(), atol=1e-5)
     np.testing.assert_array_equal(policy.act(obs), action)  # no sampling anywhere
 
 
@@ -68,6 +69,49 @@ def test_modules_a_trainer_switched_to_train_mode_act_in_eval_mode(tmp_path: Pat
     agent.actor.train()
     np.testing.assert_array_equal(policy.act(obs), served)
     assert not any(m.training for m in (*agent.encoder.modules(), *agent.actor.modules()))
+
+
+@pytest.mark.parametrize("algorithm", ["eat", "eat-a", "eat-d", "eat-da"])
+def test_a_traced_decision_acts_as_the_eager_modules_along_a_trajectory(
+    algorithm: str, tmp_path: Path
+) -> None:
+    saved_agent(tmp_path, algorithm)
+    traced = LearnedPolicy.from_checkpoint(tmp_path, CFG)
+    eager = LearnedPolicy(CFG, traced.encoder, traced.actor)
+    assert traced.compiled and not eager.compiled
+    sim = BatchedClusterSim(CFG, [7, 8, 9])
+    obs = sim.reset()
+    for _ in range(40):  # states the policy itself leads to, launches and waits alike
+        action = eager.act(obs)
+        np.testing.assert_allclose(traced.act(obs), action, atol=1e-5)
+        obs = sim.step(action).obs
+    np.testing.assert_allclose(traced.act({k: v[:1] for k, v in obs.items()}), eager.act(obs)[:1], atol=1e-5)
+    assert len(traced._traced) == 2  # one graph per batch size
+
+
+def test_an_attention_policy_traces_each_cluster_size_apart(tmp_path: Path) -> None:
+    saved_agent(tmp_path, "eat")
+    traced = LearnedPolicy.from_checkpoint(tmp_path, CFG)
+    eager = LearnedPolicy(CFG, traced.encoder, traced.actor)
+    for cfg in (CFG, paper_config(8, 0.1), paper_config(12, 0.15), CFG):
+        obs = first_observation(cfg)
+        np.testing.assert_allclose(traced.act(obs), eager.act(obs), atol=1e-5)
+    assert len(traced._traced) == 3
+
+
+def test_prepare_traces_the_batch_1_decision_a_server_makes(tmp_path: Path) -> None:
+    saved_agent(tmp_path, "eat")
+    policy = LearnedPolicy.from_checkpoint(tmp_path, CFG)
+    assert not policy._traced
+    policy.prepare()
+    ((servers, tasks, globals_),) = policy._traced
+    assert servers[:2] == (1, CFG.n_servers) and tasks[0] == globals_[0] == 1
+
+
+def test_lad_ts_stays_eager_its_chain_starts_from_a_per_state_prior(tmp_path: Path) -> None:
+    saved_agent(tmp_path, "lad-ts")
+    policy = LearnedPolicy.from_checkpoint(tmp_path, CFG)
+    assert policy.prior is not None and not policy.compiled
 
 
 def test_evaluation_of_a_checkpoint_is_deterministic(tmp_path: Path) -> None:
