@@ -2,7 +2,9 @@
 
 Evaluation is deterministic (docs/simulator.md, issue 14): the actor's mean path, no sampling, so a
 decision depends only on its own observation. `make_policy("checkpoint:<dir>", cfg)` builds one from a
-checkpoint directory (or a training run's directory: its best/ checkpoint).
+checkpoint directory (or a training run's directory: its best/ checkpoint), deciding through a frozen
+TorchScript graph per input shape (`trace_decision`); policies over modules that are still training
+(the trainers' evaluations) run the modules eagerly.
 
 lad-ts: the reverse chain starts from the `ActionPrior` of the observation's state bucket instead of
 0. The prior is frozen here (`act` only reads it), so evaluation stays deterministic and a decision
