@@ -489,8 +489,9 @@ class Bus:
         if out.parent is not None and out.parent in self._inflight:
             self._inflight[out.parent].children.add(out.publish_id)
         # The channel implementation's publish only buffers the frames; the loop's next
-        # process_data_events writes everything buffered at once. (The blocking channel's publish
-        # would poll and write the socket for every message: most of a busy service's CPU.)
+        # process_data_events writes everything buffered at once (the blocking channel's publish
+        # polls and writes the socket for every message). Closing the connection sends what is
+        # buffered first, in order.
         self._channel._impl.basic_publish(
             out.exchange, out.routing_key, out.body, out.props, mandatory=out.mandatory
         )
