@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import pika
 from google.protobuf.message import Message
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -88,12 +89,13 @@ def broker_cost(amqp_url: str, body: Sequence[Message]) -> dict[str, float]:
     bus = Bus(amqp_url, queues=(queue,))
     bus.connect()
     broker = broker_pids()
+    consumer = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         broker_0, client_0 = _broker_cpu(broker), time.process_time()
         bus.publish_many(("", queue.name, m) for m in body)
         broker_1, client_1 = _broker_cpu(broker), time.process_time()
-        channel = bus._channel
-        channel.basic_qos(prefetch_count=256)
+        channel = consumer.channel()
+        channel.basic_qos(prefetch_count=256)  # the bus's prefetch, and acks many at a time like it
         stream = channel.consume(queue.name, inactivity_timeout=5.0)
         for got, (method, _, _) in enumerate(stream, start=1):
             if method is None:
@@ -106,6 +108,7 @@ def broker_cost(amqp_url: str, body: Sequence[Message]) -> dict[str, float]:
         channel.cancel()
         channel.queue_delete(queue.name)
     finally:
+        consumer.close()
         bus.close()
     per = 1e3 / messages
     return {

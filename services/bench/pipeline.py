@@ -103,6 +103,10 @@ class DecideMeasurement:
     server_cpu_ms: float  # the policy server's CPU per call (all its threads)
     client_cpu_ms: float  # this process's CPU per call (gRPC client and conversion)
 
+    @property
+    def cpu_ms(self) -> dict[str, float]:
+        return {"server": self.server_cpu_ms, "client": self.client_cpu_ms}
+
 
 def measure_decide(target: str, snapshots: list[Snapshot], server_pid: int) -> DecideMeasurement:
     """One Decide call per snapshot, after a short warm-up: latency and CPU per call."""
@@ -147,7 +151,6 @@ def run_pipeline_bench(settings: PipelineSettings) -> dict[str, Any]:
     decide = run_decide_latency(settings, decide_policy, snapshots)
     # The throughput run's own policy, for the floor: its Decide CPU per call.
     served = run_decide_latency(settings, settings.policy, snapshots[: settings.decide_samples // 2])
-    served_cpu = {"server": served.server_cpu_ms, "client": served.client_cpu_ms}
     broker = broker_cost(settings.amqp_url, benchmark_submissions(5_000, "floor"))
     cores = os.cpu_count() or 1
     return throughput | {
@@ -158,10 +161,10 @@ def run_pipeline_bench(settings: PipelineSettings) -> dict[str, Any]:
         },
         "decide_policy": decide_label,
         "decide_samples": len(decide.latency_ms),
-        "decide_cpu_ms": {"server": decide.server_cpu_ms, "client": decide.client_cpu_ms},
-        "served_decide_cpu_ms": served_cpu,
+        "decide_cpu_ms": decide.cpu_ms,
+        "served_decide_cpu_ms": served.cpu_ms,
         "broker_cpu_ms_per_message": broker,
-        "floor": pipeline_floor(throughput["per_task"], served_cpu, broker, cores),
+        "floor": pipeline_floor(throughput["per_task"], served.cpu_ms, broker, cores),
         "machine": machine_info(),
     }
 
