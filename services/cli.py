@@ -101,6 +101,16 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         choices=["reuse", "greedy", "fifo"],
         help="SAC family: a heuristic whose noisy actions fill the warm-up and that the actor imitates",
     )
+    p.add_argument(
+        "--hint",
+        choices=["reuse", "greedy", "fifo"],
+        help="SAC family: the network also reads this heuristic's action on each state (learning.hints)",
+    )
+    p.add_argument(
+        "--residual",
+        action="store_true",
+        help="with --hint: the actor outputs a correction to the hint's action (diffusion actors)",
+    )
     p.add_argument("--teacher-noise", type=float, default=0.1, help="std of the warm-up noise on its actions")
     p.add_argument("--pretrain-updates", type=int, default=0, help="imitation updates after the warm-up")
     p.add_argument("--pretrain-lr", type=float, help="actor learning rate in pretraining (default: actor's)")
@@ -201,6 +211,8 @@ def _sac_run(
         "updates_per_step": args.updates_per_step,
         "bc_weight": args.bc_weight,
         "diffusion_steps": args.diffusion_steps,
+        "hint": args.hint,
+        "residual": args.residual or None,
     }
     try:
         agent = dataclasses.replace(agent, **{k: v for k, v in overrides.items() if v is not None})
@@ -225,6 +237,8 @@ def _ppo_run(
 ) -> tuple[Callable[[Any], Any], Any]:
     from policy_models.learning.ppo import PPOConfig, PPOSettings, ppo_setup_from_checkpoint, train_ppo
 
+    if args.hint is not None or args.residual:
+        parser.error("--hint and --residual are for the SAC family (eat, eat-a, eat-d, eat-da, lad-ts)")
     if args.resume is not None:
         agent, saved_configs = ppo_setup_from_checkpoint(args.resume)
         configs = _train_configs(args, parser) if args.nodes else list(saved_configs)

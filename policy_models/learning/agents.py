@@ -42,8 +42,10 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from policy_models.learning.hints import HINTS
 from policy_models.learning.prior import DEFAULT_DECAY, DEFAULT_IDLE_EDGES, DEFAULT_QUEUE_EDGES, ActionPrior
 from policy_models.nets import AttentionEncoder, DiffusionActor, FlatEncoder, GaussianActor, TwinCritic
+from policy_models.nets.encoders import HINT_KEY
 from policy_models.obs import GLOBAL_FEATURES, SERVER_FEATURES, TASK_FEATURES, ObservationSpec
 
 Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da", "lad-ts"]
@@ -58,6 +60,8 @@ EXTENSION_FIELDS = (
     "reward_scale",
     "bc_weight",
     "bc_score_temperature",
+    "hint",
+    "residual",
 )
 # AgentConfig fields only lad-ts reads. Left out of the other algorithms' `to_dict`, so their configs
 # (and the checkpoints written before lad-ts existed) compare equal on resume.
@@ -121,10 +125,23 @@ class AgentConfig:
     prior_decay: float = DEFAULT_DECAY
     prior_idle_edges: tuple[float, ...] = DEFAULT_IDLE_EDGES
     prior_queue_edges: tuple[float, ...] = DEFAULT_QUEUE_EDGES
+    # A hinted agent (`learning.hints`, our extension): the named memoryless heuristic's action on the
+    # same observation is part of the network's input. None: the paper's input.
+    hint: str | None = None
+    # With a hint: the actor outputs a correction to the hint's action, not the action (`learning.hints`).
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        if self.hint is not None and self.hint not in HINTS:
+            raise ValueError(f"hint must be one of {HINTS} or None, not {self.hint!r}")
+        if self.residual and self.hint is None:
+            raise ValueError("a residual agent corrects a hint: give hint too")
+        if self.residual and self.algorithm not in ("eat", "eat-a", "lad-ts"):
+            # A Gaussian actor imitates through the teacher's task choice, which a residual target
+            # (zero: "keep the hint") does not carry.
+            raise ValueError("residual agents need a diffusion actor (eat, eat-a, lad-ts)")
         if not 0.0 <= self.prior_decay < 1.0:
             raise ValueError(f"prior_decay must lie in [0, 1), got {self.prior_decay}")
         # JSON gives lists back; tuples keep the config hashable and equal to a fresh one.
@@ -255,6 +272,8 @@ def build_agent(config: AgentConfig, obs_spec: ObservationSpec, seed: int = 0) -
         encoder = _build_encoder(config, obs_spec)
         layout = _layout(config, obs_spec, encoder.out_dim)
         actor = _build_actor(config, encoder.out_dim, layout)
+        if config.residual:
+            start_as_the_hint(actor)
         critic = TwinCritic(
             encoder.out_dim,
             hidden=config.hidden,
@@ -283,8 +302,12 @@ def _build_encoder(config: AgentConfig, obs_spec: ObservationSpec) -> Encoder:
             heads=config.attention_heads,
             layers=config.attention_layers,
             ff_dim=config.attention_ff,
+            hint=config.hint is not None,
         )
-    return FlatEncoder(obs_spec.shapes, hidden=config.hidden)
+    shapes = dict(obs_spec.shapes)
+    if config.hint is not None:
+        shapes[HINT_KEY] = (2 + obs_spec.visible_queue,)
+    return FlatEncoder(shapes, hidden=config.hidden)
 
 
 def _layout(config: AgentConfig, obs_spec: ObservationSpec, feature_dim: int) -> dict[str, int]:
@@ -312,6 +335,29 @@ def _build_actor(config: AgentConfig, state_dim: int, layout: dict[str, int]) ->
             **common,
         )
     return GaussianActor(state_dim, **layout, **common)
+
+
+RESIDUAL_INITIAL_STD = 0.1  # exploration std of a fresh residual agent, in output units (x2 in actions)
+
+
+def start_as_the_hint(actor: Actor) -> None:
+    """A residual agent starts as its hint (residual policy learning's zero-initialised correction).
+
+    With the noise networks' output layers at zero, the deterministic chain from 0 stays at 0: "keep
+    the hint" everywhere, so imitation starts where it should end. The Gaussian head starts at a small
+    constant std: imitation does not train it, and at the usual initialisation (std about 1, i.e. 2 in
+    action units) SAC's first rollouts would be nearly random decisions."""
+    if not isinstance(actor, DiffusionActor):
+        raise TypeError("residual agents have a diffusion actor")
+    for denoiser in (actor.denoiser, actor.score_denoiser):
+        if denoiser is not None:
+            nn.init.zeros_(denoiser.output.weight)
+            nn.init.zeros_(denoiser.output.bias)
+    head = actor.log_std_head
+    for layer in (head.decision, head.score):
+        if layer is not None:
+            nn.init.zeros_(layer.weight)
+            nn.init.constant_(layer.bias, math.log(RESIDUAL_INITIAL_STD))
 
 
 def _frozen_copy(critic: TwinCritic) -> TwinCritic:

@@ -1,6 +1,8 @@
 """Experience replay: a ring of transitions with observation tokens, kept as NumPy arrays.
 
-Observations are the simulator's token dicts ({"servers", "tasks", "globals"}) of one cluster shape.
+Observations are the simulator's token dicts ({"servers", "tasks", "globals"}) of one cluster shape,
+plus the "hint" entry for hinted agents (`learning.hints`): the buffer keeps whatever entries its
+`obs_shapes` name.
 The buffer saves to safetensors + JSON (the trainer persists it across restarts); nothing is pickled.
 
 A buffer made `with_priors` (lad-ts) also keeps, per transition, the prior the actor's reverse chain
@@ -17,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from policy_models.nets.encoders import observation_keys
 from policy_models.obs import Observation
 
-OBS_KEYS = ("servers", "tasks", "globals")
 BUFFER_FORMAT_VERSION = 1
 
 
@@ -48,7 +50,7 @@ class ReplayBuffer:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self.obs_shapes = {key: tuple(obs_shapes[key]) for key in OBS_KEYS}
+        self.obs_shapes = {key: tuple(obs_shapes[key]) for key in observation_keys(obs_shapes)}
         self.action_dim = action_dim
         self.with_priors = with_priors
         prior_rows = capacity if with_priors else 0  # other algorithms allocate nothing
@@ -88,7 +90,7 @@ class ReplayBuffer:
         if prior is not None and next_prior is not None:
             self._prior[index] = prior
             self._next_prior[index] = next_prior
-        for key in OBS_KEYS:
+        for key in self.obs_shapes:
             self._obs[key][index] = obs[key]
             self._next[key][index] = next_obs[key]
         self._action[index] = action
@@ -149,10 +151,10 @@ class ReplayBuffer:
         tensors = load_file(str(directory / "buffer.safetensors"))
         if meta["size"]:
             buffer.add(
-                {k: tensors[f"obs.{k}"] for k in OBS_KEYS},
+                {k: tensors[f"obs.{k}"] for k in shapes},
                 tensors["action"],
                 tensors["reward"],
-                {k: tensors[f"next_obs.{k}"] for k in OBS_KEYS},
+                {k: tensors[f"next_obs.{k}"] for k in shapes},
                 tensors["done"],
                 prior=tensors.get("prior"),
                 next_prior=tensors.get("next_prior"),
@@ -166,4 +168,4 @@ class ReplayBuffer:
 
 
 def _rows(obs: Observation, index: np.ndarray | slice) -> Observation:
-    return {key: obs[key][index] for key in OBS_KEYS}
+    return {key: obs[key][index] for key in observation_keys(obs)}

@@ -50,7 +50,14 @@ from policy_models.learning.agents import (
     step_checkpoints,
 )
 from policy_models.learning.buffer import ReplayBuffer
-from policy_models.learning.imitation import make_teacher, noisy, teacher_actions
+from policy_models.learning.hints import (
+    from_env_action,
+    make_hinter,
+    observation_shapes,
+    to_env_action,
+    with_hint,
+)
+from policy_models.learning.imitation import make_teacher, noisy
 from policy_models.learning.sac import (
     Optimizers,
     TensorBatch,
@@ -219,6 +226,7 @@ def train(settings: TrainSettings) -> TrainResult:
     buffers = [new_buffer(cfg, settings, index) for index, cfg in enumerate(configs)]
     windows = [NStepWindow(settings.agent.n_step, settings.agent.gamma) for _ in configs]
     teachers = [make_teacher(settings.teacher, cfg) for cfg in configs] if settings.teacher else []
+    hinters = [make_hinter(settings.agent.hint, cfg) if settings.agent.hint else None for cfg in configs]
     if settings.resume_from is not None:
         progress, generators, buffers = resume(settings, agent, optimizers, buffers)
     start_step = progress.env_steps
@@ -228,7 +236,7 @@ def train(settings: TrainSettings) -> TrainResult:
         BatchedClusterSim(cfg, train_env_seeds(settings.seed, index, settings.n_envs, start_step))
         for index, cfg in enumerate(configs)
     ]
-    observations = [sim.reset() for sim in sims]
+    observations = [with_hint(sim.reset(), hinter) for sim, hinter in zip(sims, hinters, strict=True)]
 
     logger = MetricsLogger(out_dir, start_step)
     interval = IntervalLog()
@@ -250,21 +258,25 @@ def train(settings: TrainSettings) -> TrainResult:
             obs = observations[k]
             warmup = progress.env_steps < settings.warmup_steps
             prior = current_prior(agent, obs)
+            residual = settings.agent.residual
             if warmup and teachers:
-                action = noisy(teachers[k].act(obs), settings.teacher_noise, generators.numpy)
-                mean_action = None
+                env_action = noisy(teachers[k].act(obs), settings.teacher_noise, generators.numpy)
+                action, mean_action = from_env_action(env_action, obs, residual), None
             else:
                 action, mean_action = choose_actions(agent, obs, warmup, generators, prior)
-            result = sims[k].step(action)
+                env_action = to_env_action(action, obs, residual)
+            # The buffer and the critic see the actor's output (`action`); the simulator its decoding.
+            result = sims[k].step(env_action)
+            next_obs = with_hint(result.obs, hinters[k])
             # Time-limit truncation is stored as terminal (done = terminated | truncated): the envs
             # auto-reset, so `result.obs` of a finished env is already the NEXT episode's first
             # observation and must not be bootstrapped from; the truncated state itself is gone.
             done = (result.terminated | result.truncated).astype(np.float32)
-            next_prior = advance_prior(agent, obs, mean_action, result.obs)
-            transition = windows[k].push(obs, action, result.reward, result.obs, done, prior, next_prior)
+            next_prior = advance_prior(agent, obs, mean_action, next_obs)
+            transition = windows[k].push(obs, action, result.reward, next_obs, done, prior, next_prior)
             if transition is not None:
                 buffers[k].add(*transition)
-            observations[k] = result.obs
+            observations[k] = next_obs
             progress.env_steps += settings.n_envs
             progress.iteration += 1
             record_episodes(result, progress, interval)
@@ -280,7 +292,7 @@ def train(settings: TrainSettings) -> TrainResult:
             guided = bool(teachers) and settings.agent.bc_weight > 0
             for _ in range(updates_due(progress, settings, len(buffers[k]))):
                 sample = buffers[k].sample(settings.agent.batch_size)
-                guide = teacher_actions(teachers[k], sample.obs) if guided else None
+                guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual) if guided else None
                 batch = TensorBatch.from_numpy(sample)
                 interval.updates.append(sac_update(agent, optimizers, batch, generators.torch, guide))
                 progress.updates += 1
@@ -416,7 +428,7 @@ def check_cluster_configs(agent: AgentConfig, configs: Sequence[SimConfig]) -> N
 
 
 def new_buffer(cfg: SimConfig, settings: TrainSettings, index: int) -> ReplayBuffer:
-    shapes = ObservationSpec.from_config(cfg).shapes
+    shapes = observation_shapes(cfg, hinted=settings.agent.hint is not None)
     return ReplayBuffer(
         shapes,
         cfg.action_dim,
@@ -473,6 +485,13 @@ def advance_prior(
     return agent.prior.prior(next_obs)
 
 
+def teacher_guide(teacher: Policy, obs: Observation, residual: bool) -> torch.Tensor:
+    """What the actor should output to act as the teacher: its actions in [-1, 1], or for a residual
+    agent the correction to the hint that gives them (zero where teacher and hint agree)."""
+    action = np.clip(teacher.act(obs), -1.0, 1.0).astype(np.float32)
+    return torch.from_numpy(from_env_action(action, obs, residual))
+
+
 def pretraining_due(progress: Progress, settings: TrainSettings, buffers: Sequence[ReplayBuffer]) -> bool:
     """Past the warm-up, with a batch's worth of the teacher's data in every cluster's buffer."""
     filled = all(len(buffer) >= settings.agent.batch_size for buffer in buffers)
@@ -494,7 +513,7 @@ def pretrain(
         for index in range(settings.pretrain_updates):
             k = index % len(buffers)
             sample = buffers[k].sample(settings.agent.batch_size)
-            guide = teacher_actions(teachers[k], sample.obs)
+            guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual)
             batch = TensorBatch.from_numpy(sample)
             stats.append(imitation_update(agent, optimizers, batch, guide, generators.torch))
     return stats
@@ -631,9 +650,14 @@ def evaluate_agent(
     """The deterministic policy's first episode on each seed, per config; eval/utility is the mean
     over configs (per-config values are added when there are several)."""
     per_config = []
+    hint = getattr(getattr(agent, "config", None), "hint", None)  # PPO agents are never hinted
     for cfg in configs:
         # lad-ts: the policy reads the training prior frozen (LearnedPolicy never updates it).
-        policy = LearnedPolicy(cfg, agent.encoder, agent.actor, getattr(agent, "prior", None))
+        hinter = make_hinter(hint, cfg) if hint else None
+        residual = bool(getattr(getattr(agent, "config", None), "residual", False))
+        policy = LearnedPolicy(
+            cfg, agent.encoder, agent.actor, getattr(agent, "prior", None), hinter=hinter, residual=residual
+        )
         episodes = first_episodes(policy, cfg, seeds)
         per_config.append(episode_means(episodes))
     metrics = {name: float(np.mean([m[name] for m in per_config])) for name in per_config[0]}

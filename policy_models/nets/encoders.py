@@ -26,6 +26,9 @@ from policy_models.obs import T_IDX, Observation
 
 TensorObservation = dict[str, Tensor]  # {"servers": (B,N,Fs), "tasks": (B,Q,Ft), "globals": (B,G)}
 OBS_KEYS = ("servers", "tasks", "globals")
+# Optional entry of hinted agents' observations: a heuristic's action on the same state, (B, 2 + Q)
+# [execute, steps, score_1..score_Q] (`learning.hints`). Read by encoders built with `hint=True`.
+HINT_KEY = "hint"
 
 
 class EncodedState(NamedTuple):
@@ -38,14 +41,20 @@ class EncodedState(NamedTuple):
 
 
 def as_tensors(obs: Observation, device: torch.device | str | None = None) -> TensorObservation:
-    """Numpy observation -> float32 tensors (zero-copy on CPU); adds the batch dimension if missing."""
+    """Numpy observation -> float32 tensors (zero-copy on CPU); adds the batch dimension if missing.
+    The hint entry is converted too where there is one."""
     unbatched = np.ndim(obs["globals"]) == 1
     out: TensorObservation = {}
-    for key in OBS_KEYS:
+    for key in observation_keys(obs):
         array = np.asarray(obs[key], dtype=np.float32)
         tensor = torch.from_numpy(array[None] if unbatched else array)
         out[key] = tensor.to(device) if device is not None else tensor
     return out
+
+
+def observation_keys(obs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The entries of an observation in their fixed order: OBS_KEYS, then the hint if present."""
+    return (*OBS_KEYS, HINT_KEY) if HINT_KEY in obs else OBS_KEYS
 
 
 def task_masks(tasks: Tensor, valid_index: int, feasible_index: int) -> tuple[Tensor, Tensor]:
@@ -109,6 +118,7 @@ class AttentionEncoder(nn.Module):
         ff_dim: int = 128,
         valid_index: int = T_IDX["valid"],
         feasible_index: int = T_IDX["feasible"],
+        hint: bool = False,
     ) -> None:
         super().__init__()
         self._config: dict[str, Any] = dict(
@@ -122,11 +132,15 @@ class AttentionEncoder(nn.Module):
             valid_index=valid_index,
             feasible_index=feasible_index,
         )
+        if hint:  # written only when on, so configs of unhinted checkpoints stay as they were
+            self._config["hint"] = True
         self.valid_index, self.feasible_index = valid_index, feasible_index
+        self.hint = hint
         self.out_dim = d_model
         self.server_embed = nn.Linear(server_features, d_model)
-        self.task_embed = nn.Linear(task_features, d_model)
-        self.global_embed = nn.Linear(global_features, d_model)
+        # A hint adds its slot's score to each task token and [execute, steps] to the globals token.
+        self.task_embed = nn.Linear(task_features + hint, d_model)
+        self.global_embed = nn.Linear(global_features + 2 * hint, d_model)
         # rows: globals, server, task
         self.type_embedding = nn.Parameter(torch.randn(3, d_model) / math.sqrt(d_model))
         self.blocks = nn.ModuleList(AttentionBlock(d_model, heads, ff_dim) for _ in range(layers))
@@ -137,12 +151,16 @@ class AttentionEncoder(nn.Module):
         return dict(self._config)
 
     def forward(self, obs: TensorObservation) -> EncodedState:
-        servers, tasks = obs["servers"], obs["tasks"]
+        servers, tasks, globals_ = obs["servers"], obs["tasks"], obs["globals"]
         n = servers.shape[1]
         valid, feasible = task_masks(tasks, self.valid_index, self.feasible_index)
+        if self.hint:
+            hint = obs[HINT_KEY]
+            tasks = torch.cat([tasks, hint[:, 2:, None]], dim=-1)
+            globals_ = torch.cat([globals_, hint[:, :2]], dim=-1)
         tokens = torch.cat(
             [
-                (self.global_embed(obs["globals"]) + self.type_embedding[0]).unsqueeze(1),
+                (self.global_embed(globals_) + self.type_embedding[0]).unsqueeze(1),
                 self.server_embed(servers) + self.type_embedding[1],
                 self.task_embed(tasks) + self.type_embedding[2],
             ],
@@ -177,7 +195,8 @@ def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
 class FlatEncoder(nn.Module):
     """The ablations' encoder (EAT-A / EAT-DA): an MLP (Mish) over the flattened observation.
 
-    Sized for one (N, Q): `obs_shapes` is `ObservationSpec.shapes`. `task_tokens` is None.
+    Sized for one (N, Q): `obs_shapes` is `ObservationSpec.shapes`, plus the hint's shape (2 + Q,) for
+    a hinted agent (the hint is then flattened in with the rest). `task_tokens` is None.
     """
 
     def __init__(
@@ -188,7 +207,8 @@ class FlatEncoder(nn.Module):
         feasible_index: int = T_IDX["feasible"],
     ) -> None:
         super().__init__()
-        self.obs_shapes = {key: tuple(int(v) for v in obs_shapes[key]) for key in OBS_KEYS}
+        self.keys = observation_keys(obs_shapes)
+        self.obs_shapes = {key: tuple(int(v) for v in obs_shapes[key]) for key in self.keys}
         self.hidden = hidden
         self.valid_index, self.feasible_index = valid_index, feasible_index
         self.out_dim = hidden
@@ -204,11 +224,11 @@ class FlatEncoder(nn.Module):
         )
 
     def forward(self, obs: TensorObservation) -> EncodedState:
-        for key in OBS_KEYS:
+        for key in self.keys:
             if tuple(obs[key].shape[1:]) != self.obs_shapes[key]:
                 raise ValueError(
                     f"FlatEncoder built for {key} {self.obs_shapes[key]}, got {tuple(obs[key].shape[1:])}"
                 )
-        flat = torch.cat([obs[key].flatten(1) for key in OBS_KEYS], dim=1)
+        flat = torch.cat([obs[key].flatten(1) for key in self.keys], dim=1)
         valid, feasible = task_masks(obs["tasks"], self.valid_index, self.feasible_index)
         return EncodedState(self.net(flat), None, valid, feasible)

@@ -26,9 +26,10 @@ from torch import nn
 from policy_models.checkpoints import CheckpointError, load_checkpoint, restore_modules
 from policy_models.config import SimConfig
 from policy_models.learning.agents import module_from_description, resolve_checkpoint
+from policy_models.learning.hints import make_hinter, residual_to_action, to_env_action, with_hint
 from policy_models.learning.prior import ActionPrior
 from policy_models.nets import FlatEncoder, as_tensors
-from policy_models.nets.encoders import OBS_KEYS
+from policy_models.nets.encoders import HINT_KEY, OBS_KEYS, observation_keys
 from policy_models.obs import OBS_SPEC_VERSION, Observation, ObservationSpec
 from policy_models.policies.base import Policy
 from policy_models.sim.batched import BatchedClusterSim
@@ -48,11 +49,17 @@ class LearnedPolicy(Policy):
         prior: ActionPrior | None = None,
         *,
         compiled: bool = False,
+        hinter: Policy | None = None,
+        residual: bool = False,
     ) -> None:
         super().__init__(config)
         self.encoder = encoder
         self.actor = actor
         self.prior = prior  # lad-ts: read, never updated (module docs)
+        self.hinter = hinter  # hinted agents: the heuristic whose action joins the observation
+        if residual and hinter is None:
+            raise ValueError("a residual policy corrects a hint: give its hinter")
+        self.residual = residual  # the actor's output corrects the hint (`learning.hints`)
         # Traced decisions (`trace_decision`) copy the weights in, so only for modules nothing trains
         # any more: `from_checkpoint` turns this on. lad-ts's chain starts from a per-state prior
         # computed in numpy, outside the graph: it stays eager.
@@ -66,12 +73,13 @@ class LearnedPolicy(Policy):
             self.act(BatchedClusterSim(self.cfg, [0]).reset())
 
     def act(self, obs: Observation) -> np.ndarray:
+        obs = with_hint(obs, self.hinter)
         if self.compiled:
             tensors = as_tensors(obs)
-            inputs = tuple(tensors[key] for key in OBS_KEYS)
+            inputs = tuple(tensors[key] for key in observation_keys(tensors))
             with torch.inference_mode():
                 action = self._traced_for(inputs)(*inputs)
-            return action.numpy().astype(np.float32, copy=False)
+            return action.numpy().astype(np.float32, copy=False)  # residuals applied in the graph
         # A trainer may share these modules and switch them back to train mode (module.train() sets
         # the flag on the top module too); eval() walks every submodule, so only when needed.
         if self.encoder.training or self.actor.training:
@@ -80,14 +88,15 @@ class LearnedPolicy(Policy):
         start = None if self.prior is None else torch.from_numpy(self.prior.prior(obs))
         with torch.inference_mode():
             _, _, mean_action = self.actor(self.encoder(as_tensors(obs)), deterministic=True, prior=start)
-        return mean_action.clamp(-1.0, 1.0).numpy().astype(np.float32, copy=False)
+        output = mean_action.clamp(-1.0, 1.0).numpy().astype(np.float32, copy=False)
+        return to_env_action(output, obs, self.residual)
 
     def _traced_for(self, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
         """The traced decision for these input shapes (batch size, servers, visible queue)."""
         key = tuple(tuple(tensor.shape) for tensor in inputs)
         traced = self._traced.get(key)
         if traced is None:
-            traced = self._traced[key] = trace_decision(self.encoder, self.actor, inputs)
+            traced = self._traced[key] = trace_decision(self.encoder, self.actor, inputs, self.residual)
         return traced
 
     @classmethod
@@ -108,26 +117,40 @@ class LearnedPolicy(Policy):
         prior = modules.get(PRIOR_MODULE)
         if prior is not None and not isinstance(prior, ActionPrior):
             raise CheckpointError(f"{path}: module {PRIOR_MODULE!r} is a {type(prior).__name__}")
-        policy = cls(config, modules["encoder"], modules["actor"], prior, compiled=compiled)
+        agent = saved.get("agent", {})  # PPO checkpoints: never hinted
+        hinter = make_hinter(agent["hint"], config) if agent.get("hint") else None
+        residual = bool(agent.get("residual", False))
+        policy = cls(
+            config,
+            modules["encoder"],
+            modules["actor"],
+            prior,
+            compiled=compiled,
+            hinter=hinter,
+            residual=residual,
+        )
         policy.name = f"checkpoint:{path}"
         return policy
 
 
 class DeterministicDecision(nn.Module):
-    """Observation tensors (in OBS_KEYS order) -> the actor's deterministic mean action, clamped."""
+    """Observation tensors (in OBS_KEYS order, then the hint if any) -> the actor's deterministic mean
+    action, clamped."""
 
-    def __init__(self, encoder: nn.Module, actor: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, actor: nn.Module, residual: bool = False) -> None:
         super().__init__()
-        self.encoder, self.actor = encoder, actor
+        self.encoder, self.actor, self.residual = encoder, actor, residual
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        state = self.encoder(dict(zip(OBS_KEYS, tensors, strict=True)))
-        _, _, mean_action = self.actor(state, deterministic=True)
-        return mean_action.clamp(-1.0, 1.0)
+        keys = (*OBS_KEYS, HINT_KEY)[: len(tensors)]
+        obs = dict(zip(keys, tensors, strict=True))
+        _, _, mean_action = self.actor(self.encoder(obs), deterministic=True)
+        output = mean_action.clamp(-1.0, 1.0)
+        return residual_to_action(output, obs[HINT_KEY]) if self.residual else output
 
 
 def trace_decision(
-    encoder: nn.Module, actor: nn.Module, inputs: tuple[torch.Tensor, ...]
+    encoder: nn.Module, actor: nn.Module, inputs: tuple[torch.Tensor, ...], residual: bool = False
 ) -> torch.jit.ScriptModule:
     """The deterministic decision recorded as a TorchScript graph for these input shapes, frozen (the
     weights become constants) and optimised for inference. The same operations on the same weights
@@ -138,7 +161,7 @@ def trace_decision(
     torch.jit is deprecated in favour of torch.compile, but still works in the pinned torch; compile's
     CPU backend needs a C++ toolchain and tens of seconds per graph, too slow to build per cluster
     shape in a policy server or an evaluation (hence the FutureWarnings silenced here)."""
-    module = DeterministicDecision(encoder, actor).eval()
+    module = DeterministicDecision(encoder, actor, residual).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)
@@ -169,6 +192,8 @@ def check_compatible(saved: dict[str, Any], config: SimConfig, path: Path) -> No
 
 def check_flat_shapes(encoder: FlatEncoder, config: SimConfig, path: Path) -> None:
     shapes = {key: tuple(shape) for key, shape in ObservationSpec.from_config(config).shapes.items()}
+    if HINT_KEY in encoder.obs_shapes:
+        shapes[HINT_KEY] = (config.action_dim,)
     if encoder.obs_shapes != shapes:
         raise CheckpointError(
             f"{path}: flat encoder built for observation shapes {encoder.obs_shapes}, this config "

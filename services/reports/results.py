@@ -74,6 +74,8 @@ def make_card(config: dict[str, Any], metrics: dict[str, list[tuple[int, float]]
         "best_at_s": _elapsed_at(elapsed, config["progress"]["env_steps"]),
         "teacher": config.get("training", {}).get("teacher"),
         "pretrain_updates": config.get("training", {}).get("pretrain_updates", 0),
+        "hint": agent.get("hint"),
+        "residual": bool(agent.get("residual", False)),
         "seed": config["seed"],
         "code_version": config.get("code_version"),
     }
@@ -97,6 +99,12 @@ def card_paragraph(card: dict[str, Any]) -> str:
         else ""
     )
     reached = f" (reached after {card['best_at_s'] / 60:.1f} minutes)" if card.get("best_at_s") else ""
+    if card.get("hint"):
+        corrects = "its actor outputs a correction to that action" if card.get("residual") else ""
+        teacher += (
+            f"; its network also reads the {card['hint']} heuristic's action on each state"
+            f"{', and ' + corrects if corrects else ''} (learning.hints)"
+        )
     text = (
         f"**{card['name']}** ({card['algorithm']}): trained on the simulator in {card['mode']} mode "
         f"(timing profile {card['profile']}) for N = {sizes} servers at arrival rates {rates}{teacher}; "

@@ -12,7 +12,7 @@ from policy_models.config import paper_config, warm_config
 from policy_models.learning.agents import AgentConfig
 from policy_models.learning.train import TrainSettings, train
 from services.cli import main
-from services.reports.results import shipped_policies, write_results
+from services.reports.results import card_paragraph, make_card, shipped_policies, write_results
 
 torch.set_num_threads(1)
 
@@ -46,6 +46,17 @@ def test_ship_copies_the_best_checkpoint_and_writes_a_card(run_dir: Path, tmp_pa
         "eat-d-n4" in (target / "CARD.md").read_text() and "A smoke run." in (target / "CARD.md").read_text()
     )
     assert [p.row for p in shipped_policies(root)] == ["eat-d"]
+
+
+def test_a_card_says_when_the_network_reads_a_hint(run_dir: Path) -> None:
+    config = json.loads((run_dir / "best" / "config.json").read_text())
+    card = make_card(config, {}) | {"name": "plain", "row": "eat-d", "note": ""}
+    assert card["hint"] is None and card["residual"] is False
+    assert "heuristic's action" not in card_paragraph(card)
+    config["agent"] |= {"hint": "reuse", "residual": True}
+    hinted = make_card(config, {}) | {"name": "hinted", "row": "eat", "note": ""}
+    text = card_paragraph(hinted)
+    assert "reads the reuse heuristic's action on each state" in text and "correction" in text
 
 
 def test_results_document_puts_ours_beside_the_paper(run_dir: Path, tmp_path: Path) -> None:
