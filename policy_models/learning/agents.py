@@ -278,6 +278,7 @@ def build_agent(config: AgentConfig, obs_spec: ObservationSpec, seed: int = 0) -
             encoder.out_dim,
             hidden=config.hidden,
             score_temperature=config.critic_score_temperature,
+            residual=config.residual,
             **layout,
         )
     prior = build_prior(config) if config.uses_prior else None

@@ -21,8 +21,9 @@ is a correction to the hint rather than the action itself, action = clip(hint + 
 (`to_env_action`; the factor 2 lets an output in [-1, 1] move any entry across the whole range, e.g.
 turn a launch into a wait). An output of 0 everywhere is then exactly the heuristic, a constant the
 actor learns far more precisely than the heuristic's step count itself (a step is 0.05 of the action
-range). The critic and the replay buffer see the actor's output: with the hint in the state, a
-state-dependent shift of the action space is still the same decision problem.
+range). The replay buffer keeps the actor's output; the critic turns it into the action before it
+reads it (`TwinCritic(residual=True)`), so it judges decisions in the simulator's terms: which task the
+scores pick, whether execute launches. Read raw, scores near 0 would pick no task clearly.
 
 The hint heuristic must be memoryless, as teachers must: replay batches mix states of many episodes.
 """
@@ -30,16 +31,14 @@ The hint heuristic must be memoryless, as teachers must: replay batches mix stat
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from policy_models.config import SimConfig
 from policy_models.learning.imitation import TEACHERS
-from policy_models.nets.encoders import HINT_KEY
+from policy_models.nets.encoders import HINT_KEY, RESIDUAL_SCALE, residual_to_action
 from policy_models.obs import Observation, ObservationSpec
 from policy_models.policies import Policy, make_policy
 
 HINTS: tuple[str, ...] = TEACHERS
-RESIDUAL_SCALE = 2.0  # a residual output of +-1 moves an action entry by 2: across all of [-1, 1]
 
 
 def make_hinter(name: str, config: SimConfig) -> Policy:
@@ -82,6 +81,13 @@ def from_env_action(action: np.ndarray, obs: Observation, residual: bool) -> np.
     return np.clip((action - obs[HINT_KEY]) / RESIDUAL_SCALE, -1.0, 1.0).astype(np.float32)
 
 
-def residual_to_action(output: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
-    """`to_env_action` of a residual agent, in torch (inside traced decisions)."""
-    return (hint + RESIDUAL_SCALE * output).clamp(-1.0, 1.0)
+__all__ = [
+    "HINTS",
+    "RESIDUAL_SCALE",
+    "from_env_action",
+    "make_hinter",
+    "observation_shapes",
+    "residual_to_action",
+    "to_env_action",
+    "with_hint",
+]

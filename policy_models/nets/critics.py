@@ -10,6 +10,8 @@ layout, which matches the actor's:
   differentiable stand-in for the selector's argmax that has no Q-sized parameter and is invariant to
   slot order. With no feasible slot nothing can launch, and the embedding is zero.
 Actions are clipped to [-1, 1] first, as the simulator does, so Q(s, a) = Q(s, clip(a)) by construction.
+A residual critic (`residual=True`, for residual agents, `learning.hints`) takes the actor's output and
+first turns it into the action it stands for, clip(hint + 2 * output), with the hint the encoder read.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from policy_models.nets.diffusion import DECISION_DIM, check_layout, mlp
-from policy_models.nets.encoders import EncodedState
+from policy_models.nets.encoders import EncodedState, residual_to_action
 
 
 class TwinCritic(nn.Module):
@@ -33,6 +35,7 @@ class TwinCritic(nn.Module):
         token_dim: int | None = None,
         hidden: int = 256,
         score_temperature: float = 0.1,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         check_layout(action_dim, token_dim)
@@ -45,6 +48,9 @@ class TwinCritic(nn.Module):
             hidden=hidden,
             score_temperature=score_temperature,
         )
+        if residual:  # written only when on: configs of earlier checkpoints stay as they were
+            self._config["residual"] = True
+        self.residual = residual
         self.per_task = token_dim is not None
         self.score_temperature = score_temperature
         in_dim = state_dim + (DECISION_DIM + token_dim if token_dim is not None else action_dim or 0)
@@ -55,6 +61,10 @@ class TwinCritic(nn.Module):
         return dict(self._config)
 
     def forward(self, state: EncodedState, action: Tensor) -> tuple[Tensor, Tensor]:
+        if self.residual:
+            if state.hint is None:
+                raise ValueError("a residual critic needs the hint in the encoded state (a hinted encoder)")
+            action = residual_to_action(action.clamp(-1.0, 1.0), state.hint)
         features = self.input_features(state, action.clamp(-1.0, 1.0))
         return self.q1(features).squeeze(-1), self.q2(features).squeeze(-1)
 

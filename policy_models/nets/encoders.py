@@ -29,15 +29,17 @@ OBS_KEYS = ("servers", "tasks", "globals")
 # Optional entry of hinted agents' observations: a heuristic's action on the same state, (B, 2 + Q)
 # [execute, steps, score_1..score_Q] (`learning.hints`). Read by encoders built with `hint=True`.
 HINT_KEY = "hint"
+RESIDUAL_SCALE = 2.0  # a residual output of +-1 moves an action entry by 2: across all of [-1, 1]
 
 
 class EncodedState(NamedTuple):
-    """What the actor and critic read. Unpacks as (pooled, task_tokens, task_valid, task_feasible)."""
+    """What the actor and critic read. Unpacks as (pooled, task_tokens, task_valid, task_feasible, hint)."""
 
     pooled: Tensor  # (B, D) state feature
     task_tokens: Tensor | None  # (B, Q, D) per-task embeddings; None for the flat encoder
     task_valid: Tensor  # (B, Q) bool: the slot holds a task
     task_feasible: Tensor  # (B, Q) bool: the simulator's launch candidates (valid and enough idle servers)
+    hint: Tensor | None = None  # (B, 2+Q) hinted encoders: the hint they read (residual critics need it)
 
 
 def as_tensors(obs: Observation, device: torch.device | str | None = None) -> TensorObservation:
@@ -50,6 +52,11 @@ def as_tensors(obs: Observation, device: torch.device | str | None = None) -> Te
         tensor = torch.from_numpy(array[None] if unbatched else array)
         out[key] = tensor.to(device) if device is not None else tensor
     return out
+
+
+def residual_to_action(output: Tensor, hint: Tensor) -> Tensor:
+    """The action a residual agent's output stands for: clip(hint + RESIDUAL_SCALE * output, -1, 1)."""
+    return (hint + RESIDUAL_SCALE * output).clamp(-1.0, 1.0)
 
 
 def observation_keys(obs: Mapping[str, Any]) -> tuple[str, ...]:
@@ -154,8 +161,8 @@ class AttentionEncoder(nn.Module):
         servers, tasks, globals_ = obs["servers"], obs["tasks"], obs["globals"]
         n = servers.shape[1]
         valid, feasible = task_masks(tasks, self.valid_index, self.feasible_index)
-        if self.hint:
-            hint = obs[HINT_KEY]
+        hint = obs[HINT_KEY] if self.hint else None
+        if hint is not None:
             tasks = torch.cat([tasks, hint[:, 2:, None]], dim=-1)
             globals_ = torch.cat([globals_, hint[:, :2]], dim=-1)
         tokens = torch.cat(
@@ -174,7 +181,7 @@ class AttentionEncoder(nn.Module):
         pooled = self.pool(
             torch.cat([tokens[:, 0], tokens[:, 1 : 1 + n].mean(1), masked_mean(task_tokens, valid)], dim=-1)
         )
-        return EncodedState(pooled, task_tokens, valid, feasible)
+        return EncodedState(pooled, task_tokens, valid, feasible, hint)
 
 
 def key_padding_bias(valid: Tensor, n_leading: int, dtype: torch.dtype) -> Tensor:
@@ -231,4 +238,6 @@ class FlatEncoder(nn.Module):
                 )
         flat = torch.cat([obs[key].flatten(1) for key in self.keys], dim=1)
         valid, feasible = task_masks(obs["tasks"], self.valid_index, self.feasible_index)
-        return EncodedState(self.net(flat), None, valid, feasible)
+        return EncodedState(
+            self.net(flat), None, valid, feasible, obs.get(HINT_KEY) if HINT_KEY in self.keys else None
+        )

@@ -21,7 +21,7 @@ from policy_models.learning.hints import (
     with_hint,
 )
 from policy_models.learning.train import train
-from policy_models.nets import as_tensors
+from policy_models.nets import TwinCritic, as_tensors
 from policy_models.nets.encoders import HINT_KEY
 from policy_models.obs import ObservationSpec
 from policy_models.policies import make_policy
@@ -200,3 +200,20 @@ def test_a_residual_run_serves_its_corrections_traced_as_eager(tmp_path: Path) -
     # Training moved the corrections off zero: the policy is no longer the heuristic itself.
     eager.residual = False
     assert np.abs(eager.act(obs)).max() > 1e-3
+
+
+def test_a_residual_critic_judges_the_action_an_output_stands_for() -> None:
+    config = dataclasses.replace(TINY, hint="reuse", residual=True)
+    agent = build_agent(config, ObservationSpec.from_config(CFG), seed=6)
+    obs = with_hint(observations([16, 17, 18]), make_hinter("reuse", CFG))
+    state = agent.encoder(as_tensors(obs))
+    assert state.hint is not None
+    output = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, obs[HINT_KEY].shape).astype(np.float32))
+    plain = TwinCritic(**{key: value for key, value in agent.critic.config().items() if key != "residual"})
+    plain.load_state_dict(agent.critic.state_dict())
+    with torch.no_grad():
+        expected = plain(state, torch.from_numpy(to_env_action(output.numpy(), obs, residual=True)))
+        for got, want in zip(agent.critic(state, output), expected, strict=True):
+            torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="hint"):
+        agent.critic(state._replace(hint=None), output)

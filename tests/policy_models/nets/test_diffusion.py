@@ -112,7 +112,9 @@ def test_deterministic_is_deterministic_and_stochastic_is_reproducible() -> None
     second, _, _ = actor(state, deterministic=True, generator=torch.Generator().manual_seed(5))
     assert torch.equal(first, second) and torch.equal(first, mu)
     # one row alone decides as it does inside a batch (no batch-dependent noise)
-    alone, _, _ = actor(type(state)(*(part[:1] for part in state)), deterministic=True)
+    alone, _, _ = actor(
+        type(state)(*(None if part is None else part[:1] for part in state)), deterministic=True
+    )
     torch.testing.assert_close(alone, first[:1])
 
     def sample(seed: int) -> torch.Tensor:

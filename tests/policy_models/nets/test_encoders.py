@@ -23,13 +23,14 @@ SIZES = [(4, 10), (12, 3), (8, 1), (1, 6)]
 def test_one_attention_encoder_serves_any_cluster_size(n: int, q: int) -> None:
     encoder = attention_encoder()
     obs = random_obs(3, n, q)
-    pooled, tokens, valid, feasible = encoder(obs)
+    pooled, tokens, valid, feasible, hint = encoder(obs)
     assert pooled.shape == (3, D_MODEL)
     assert tokens is not None and tokens.shape == (3, q, D_MODEL)
     assert valid.dtype == torch.bool and valid.shape == (3, q)
     assert torch.equal(valid, obs["tasks"][..., 0] > 0.5)
     assert not (feasible & ~valid).any()
     assert torch.isfinite(pooled).all() and torch.isfinite(tokens).all()
+    assert hint is None  # an encoder built without hint=True reads none
 
 
 def test_task_tokens_are_permutation_equivariant_and_pooled_invariant() -> None:
@@ -67,7 +68,7 @@ def test_padding_slots_do_not_change_the_state() -> None:
 
 
 def test_no_valid_task_gives_a_finite_state() -> None:
-    pooled, tokens, valid, _ = attention_encoder()(random_obs(2, 4, 5, n_valid=0))
+    pooled, tokens, valid, *_ = attention_encoder()(random_obs(2, 4, 5, n_valid=0))
     assert not valid.any()
     assert torch.isfinite(pooled).all() and tokens is not None and torch.isfinite(tokens).all()
 
@@ -81,7 +82,7 @@ def test_encoders_read_real_observations_batched_or_not() -> None:
     encoder = attention_encoder()
     assert encoder(tensors).pooled.shape == (1, D_MODEL)
     flat = FlatEncoder(ObservationSpec.from_config(cfg).shapes, hidden=64)
-    pooled, tokens, valid, _ = flat(tensors)
+    pooled, tokens, valid, *_ = flat(tensors)
     assert pooled.shape == (1, 64) and tokens is None and valid.shape == (1, cfg.visible_queue)
 
 
