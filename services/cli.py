@@ -93,6 +93,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "128, 5 denoising steps, learned alpha, 3-step returns, for ~30 min on a CPU)",
     )
     p.add_argument("--minutes", type=float, help="stop after this much wall time")
+    p.add_argument(
+        "--eval-seeds",
+        type=int,
+        default=5,
+        choices=range(1, 501),
+        metavar="K",
+        help="validation workloads 500..499+K (default 5; evaluation's test seeds start at 1000)",
+    )
     p.add_argument("--batch-size", type=int, help="SAC batch (default 512)")
     p.add_argument("--updates-per-step", type=float, help="gradient updates per environment step")
     p.add_argument("--rollout-steps", type=int, help="PPO: batched steps per rollout (default 128)")
@@ -110,6 +118,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--residual",
         action="store_true",
         help="with --hint: the actor outputs a correction to the hint's action (diffusion actors)",
+    )
+    p.add_argument(
+        "--no-q-filter",
+        action="store_true",
+        help="imitation term everywhere in fine-tuning, not only where the critic prefers the teacher",
     )
     p.add_argument("--teacher-noise", type=float, default=0.1, help="std of the warm-up noise on its actions")
     p.add_argument("--pretrain-updates", type=int, default=0, help="imitation updates after the warm-up")
@@ -178,6 +191,7 @@ def _run_settings(args: argparse.Namespace, configs: list[SimConfig]) -> dict[st
         seed=args.seed,
         out_dir=args.out,
         eval_every=args.eval_every,
+        eval_seeds=tuple(range(500, 500 + args.eval_seeds)),
         checkpoint_every=args.checkpoint_every,
         resume_from=args.resume,
         progress=not args.no_progress,
@@ -213,6 +227,7 @@ def _sac_run(
         "diffusion_steps": args.diffusion_steps,
         "hint": args.hint,
         "residual": args.residual or None,
+        "q_filter": False if args.no_q_filter else None,
     }
     try:
         agent = dataclasses.replace(agent, **{k: v for k, v in overrides.items() if v is not None})

@@ -62,6 +62,7 @@ EXTENSION_FIELDS = (
     "bc_score_temperature",
     "hint",
     "residual",
+    "q_filter",
 )
 # AgentConfig fields only lad-ts reads. Left out of the other algorithms' `to_dict`, so their configs
 # (and the checkpoints written before lad-ts existed) compare equal on resume.
@@ -120,6 +121,9 @@ class AgentConfig:
     # temperature that turns task scores into logits for its cross-entropy.
     bc_weight: float = 0.0
     bc_score_temperature: float = 0.1
+    # Keep the imitation term only where the critic rates the teacher's action above the actor's (the
+    # Q-filter); off: everywhere, as TD3+BC does.
+    q_filter: bool = True
     # lad-ts's action prior (our choice; `learning.prior` documents the bucket key). At 64 envs, decay
     # 0.99 forgets over about 100 batched steps (6,400 transitions), so it follows the policy's drift.
     prior_decay: float = DEFAULT_DECAY

@@ -247,10 +247,13 @@ def filtered_imitation(
     teacher_action: Tensor,
     generator: torch.Generator | None = None,
 ) -> ImitationTerm:
-    """The actor's imitation loss, kept where the critic prefers the teacher's action to its mean."""
+    """The actor's imitation loss, kept where the critic prefers the teacher's action to its mean
+    (everywhere when config.q_filter is off: TD3+BC's unconditional behaviour cloning)."""
     per_sample = actor_imitation_loss(
         agent.actor, state, mu, teacher_action, agent.config.bc_score_temperature, generator
     )
+    if not agent.config.q_filter:
+        return ImitationTerm(per_sample.mean(), per_sample.detach().mean().item(), 1.0)
     with torch.no_grad():
         q_teacher = torch.min(*agent.critic(state, teacher_action))
         q_actor = torch.min(*agent.critic(state, mu.detach()))

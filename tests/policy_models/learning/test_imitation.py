@@ -152,6 +152,15 @@ def test_a_guided_run_logs_the_q_filter(tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in metric_values(result.csv_path, "loss/actor"))
 
 
+def test_without_the_q_filter_every_sample_imitates(tmp_path: Path) -> None:
+    settings = tiny_settings(tmp_path, teacher="reuse", pretrain_updates=20)
+    agent = dataclasses.replace(settings.agent, bc_weight=0.5, q_filter=False)
+    result = train(dataclasses.replace(settings, agent=agent))
+    kept = metric_values(result.csv_path, "train/imitation_kept")
+    assert kept and all(k == 1.0 for k in kept)
+    assert json.loads((result.final_checkpoint / "config.json").read_text())["agent"]["q_filter"] is False
+
+
 def test_a_teacher_is_needed_for_imitation_settings(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="teacher"):
         tiny_settings(tmp_path, pretrain_updates=10)

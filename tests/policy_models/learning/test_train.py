@@ -241,3 +241,12 @@ def test_paper_rates_make_one_cluster_config_per_rate() -> None:
     ]
     with pytest.raises(SystemExit):
         _train_configs(parser.parse_args(["train", "--nodes", "4", "--paper-rates", "--rate", "0.1"]), parser)
+
+
+def test_eat_train_validates_on_as_many_seeds_as_asked(tmp_path: Path) -> None:
+    out = tmp_path / "seeds"
+    argv = ["train", "--algo", "eat", "--nodes", "4", "--rate", "0.05", "--envs", "8", "--steps", "32"]
+    argv += ["--warmup", "32", "--eval-seeds", "7", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    saved = json.loads((step_checkpoints(out)[-1] / "config.json").read_text())
+    assert saved["training"]["eval_seeds"] == list(range(500, 507))
