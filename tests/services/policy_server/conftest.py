@@ -55,10 +55,12 @@ def all_busy_snapshot() -> Snapshot:
     return Snapshot(now_s=50.0, servers=servers, queue=(task("t-a"),), total_queued=1, arrived=3, launched=2)
 
 
-def save_tiny_checkpoint(directory: Path, algorithm: str = "eat", seed: int = 0) -> Path:
+def save_tiny_checkpoint(
+    directory: Path, algorithm: str = "eat", seed: int = 0, **agent_changes: object
+) -> Path:
     """An untrained agent for `settings()`'s cluster, written as a training run writes its best."""
     cfg = scheduler_config(settings())
-    agent_config = dataclasses.replace(TINY_AGENT, algorithm=algorithm)
+    agent_config = dataclasses.replace(TINY_AGENT, algorithm=algorithm, **agent_changes)
     train = TrainSettings(sim=cfg, agent=agent_config, out_dir=directory, seed=seed)
     agent = build_agent(agent_config, ObservationSpec.from_config(cfg), seed=seed)
     save_checkpoint(directory, agent.modules(), checkpoint_config(train, Progress()))

@@ -22,6 +22,7 @@ from services.policy_server.server import SERVICE_NAME, RunningServer
 from tests.services.policy_server.conftest import (
     MODELS,
     all_busy_snapshot,
+    save_tiny_checkpoint,
     server_info,
     settings,
     startable_snapshot,
@@ -109,6 +110,20 @@ def test_a_learned_policy_from_a_checkpoint_serves_as_version_1(
             policy_service_pb2.GetVersionRequest(), timeout=10
         )
     assert (version.version, version.algorithm, version.checkpoint_uri) == (1, "eat", str(tiny_checkpoint))
+
+
+def test_a_fresh_residual_checkpoint_serves_the_heuristics_decisions(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """A hinted, residual agent computes its hint inside the server from the same observation, and an
+    untrained one (zero corrections) decides exactly as the heuristic it is hinted by."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "residual", hint="reuse", residual=True)
+    server = start_server(policy=f"checkpoint:{checkpoint}")
+    for snapshot in (startable_snapshot(), all_busy_snapshot()):
+        served = decision_from_proto(decide(server, snapshot), snapshot)
+        expected = direct_scheduler("reuse").decide(snapshot)
+        assert outcome(served) == outcome(expected)
+        assert served.action == pytest.approx(expected.action, abs=1e-6)
 
 
 def invalid_argument(server: RunningServer, request: policy_service_pb2.DecideRequest) -> grpc.RpcError:
