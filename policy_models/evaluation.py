@@ -120,6 +120,8 @@ class EvalRow:
     efficiency: Estimate
     unserved: Estimate
     lower_bound_s: float
+    # Utility of each seed's episode, in seed order: paired comparisons of two policies (`paired_gap`).
+    seed_utilities: tuple[float, ...] = ()
     prepare_s: float = field(default=0.0, compare=False)
     run_s: float = field(default=0.0, compare=False)
 
@@ -164,7 +166,22 @@ def summarise(name: str, cfg: SimConfig, seeds: Sequence[int], episodes: Sequenc
         efficiency=per_seed(lambda e: e.mean_quality / e.mean_response_s),
         unserved=per_seed(lambda e: e.unserved),
         lower_bound_s=float(np.nanmean([e.lower_bound_s for e in episodes])),
+        seed_utilities=tuple(float(e.utility) for e in episodes),
     )
+
+
+def paired_gap(row: EvalRow, baseline: EvalRow) -> Estimate:
+    """row's utility minus baseline's, paired seed by seed (the same workloads), with its 95% CI: the
+    seeds' own spread cancels, so a gap this CI excludes 0 for is a real one on these workloads."""
+    if row.seeds != baseline.seeds or (row.nodes, row.rate, row.mode) != (
+        baseline.nodes,
+        baseline.rate,
+        baseline.mode,
+    ):
+        raise ValueError("a paired gap needs the same setting and the same seeds")
+    if len(row.seed_utilities) != len(row.seeds) or len(baseline.seed_utilities) != len(baseline.seeds):
+        raise ValueError("a paired gap needs the per-seed utilities of both rows")
+    return estimate([a - b for a, b in zip(row.seed_utilities, baseline.seed_utilities, strict=True)])
 
 
 def evaluate_policy(name: str, cfg: SimConfig, seeds: Sequence[int]) -> EvalRow:

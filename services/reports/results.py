@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_models.config import SimConfig, paper_config, paper_configs
-from policy_models.evaluation import EvalRow, evaluate_policy, paper_settings
+from policy_models.evaluation import EvalRow, evaluate_policy, paired_gap, paper_settings
 from policy_models.paper_tables import PAPER_NAMES, TABLES
 from policy_models.policies import make_policy
 from policy_models.shipped import (
@@ -197,7 +197,7 @@ def _cell(estimate: Any, fmt: str) -> str:
     return f"{text} ± {fmt.format(estimate.ci95)}" if math.isfinite(estimate.ci95) else text
 
 
-EAT_ROWS = ("eat", "eat-cross", "eat-warm")  # plotted apart from the baselines
+EAT_ROWS = ("eat", "eat-plain", "eat-cross", "eat-warm")  # plotted apart from the baselines
 
 
 def plot_training_curves(shipped: Sequence[ShippedPolicy], path: Path) -> bool:
@@ -265,6 +265,7 @@ def write_results(
     ]
     for metric, title, fmt in METRICS:
         lines += [f"## {title}", "", *metric_table(rows, metric, fmt), ""]
+    lines += gap_section(rows, configs)
     lines += warm_section(shipped, seeds, [h for h in heuristics if h in WARM_HEURISTICS])
     lines += shipped_sections(shipped, out)
     lines += latency_section(shipped, heuristics)
@@ -272,6 +273,50 @@ def write_results(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+GAP_ROWS = ("eat", "eat-plain", "eat-cross")  # learned rows set against the heuristic seed by seed
+
+
+def gap_section(
+    rows: Sequence[EvalRow], configs: Sequence[SimConfig] | None, baseline: str = "reuse"
+) -> list[str]:
+    """Each EAT row's utility minus the heuristic's, paired over the same seeds (`paired_gap`), with
+    where its 95% CI puts it: above, below, or not told apart on these seeds."""
+    configs = paper_configs() if configs is None else configs
+    present = [name for name in GAP_ROWS if any(r.policy == name for r in rows)]
+    if not present or not any(r.policy == baseline for r in rows):
+        return []
+    header = [f"N={cfg.n_servers} λ={cfg.arrival_rate:g}" for cfg in configs]
+    lines = [
+        f"## Utility against the {baseline} heuristic, seed by seed",
+        "",
+        f"Utility minus {baseline}'s on the same workloads (mean ± 95% CI of the per-seed differences); "
+        "▲ the CI lies above 0, ▼ below, = it spans 0 (not told apart on these seeds).",
+        "",
+        "| policy | " + " | ".join(header) + " | above / tied / below |",
+        "|---|" + "---:|" * len(header) + "---:|",
+    ]
+    for name in present:
+        cells, verdicts = [], []
+        for cfg in configs:
+            row, base = (_row_for(rows, policy, cfg) for policy in (name, baseline))
+            if row is None or base is None:
+                cells.append("–")
+                continue
+            gap = paired_gap(row, base)
+            verdict = "▲" if gap.mean - gap.ci95 > 0 else "▼" if gap.mean + gap.ci95 < 0 else "="
+            verdicts.append(verdict)
+            ci = f" ± {gap.ci95:.2f}" if math.isfinite(gap.ci95) else ""
+            cells.append(f"{verdict} {gap.mean:+.2f}{ci}")
+        tally = " / ".join(str(verdicts.count(mark)) for mark in "▲=▼")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {tally} |")
+    return [*lines, ""]
+
+
+def _row_for(rows: Sequence[EvalRow], policy: str, cfg: SimConfig) -> EvalRow | None:
+    match = [r for r in rows if r.policy == policy and (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)]
+    return match[0] if match else None
 
 
 def warm_section(

@@ -6,15 +6,20 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from policy_models.config import paper_config
 from policy_models.evaluation import (
+    Estimate,
     EvalRow,
     default_seeds,
     estimate,
     evaluate,
+    evaluate_policy,
     make_setting,
     markdown_report,
+    paired_gap,
     t_critical_95,
     write_json,
 )
@@ -104,3 +109,17 @@ def test_markdown_has_a_table_per_metric_with_policy_rows(rows: list[EvalRow]) -
     assert report.count("| Policy | N=4 λ=0.05 |") == 6
     assert "| random |" in report and "| fifo |" in report
     assert "±" in report
+
+
+def test_a_paired_gap_is_the_mean_per_seed_difference_and_needs_the_same_workloads() -> None:
+    cfg, seeds = paper_config(4, 0.05), (1000, 1001, 1002)
+    reuse, fifo = (evaluate_policy(name, cfg, seeds) for name in ("reuse", "fifo"))
+    assert len(reuse.seed_utilities) == 3
+    assert np.mean(reuse.seed_utilities) == pytest.approx(reuse.utility.mean)
+    gap = paired_gap(reuse, fifo)
+    assert gap.mean == pytest.approx(reuse.utility.mean - fifo.utility.mean)
+    differences = np.subtract(reuse.seed_utilities, fifo.seed_utilities)
+    assert gap.ci95 == pytest.approx(estimate(list(differences)).ci95)
+    assert paired_gap(reuse, reuse) == Estimate(0.0, 0.0)
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_gap(reuse, evaluate_policy("fifo", cfg, (1000, 1001, 1003)))

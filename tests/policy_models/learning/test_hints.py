@@ -217,4 +217,3 @@ def test_a_residual_critic_judges_the_action_an_output_stands_for() -> None:
             torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="hint"):
         agent.critic(state._replace(hint=None), output)
-

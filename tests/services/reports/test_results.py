@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from policy_models.config import paper_config, warm_config
+from policy_models.evaluation import evaluate_policy
 from policy_models.learning.agents import AgentConfig
 from policy_models.learning.train import TrainSettings, train
 from services.cli import main
-from services.reports.results import card_paragraph, make_card, shipped_policies, write_results
+from services.reports.results import card_paragraph, gap_section, make_card, shipped_policies, write_results
 
 torch.set_num_threads(1)
 
@@ -57,6 +59,21 @@ def test_a_card_says_when_the_network_reads_a_hint(run_dir: Path) -> None:
     hinted = make_card(config, {}) | {"name": "hinted", "row": "eat", "note": ""}
     text = card_paragraph(hinted)
     assert "reads the reuse heuristic's action on each state" in text and "correction" in text
+
+
+def test_the_gap_section_sets_eat_against_the_heuristic_seed_by_seed() -> None:
+    configs = [paper_config(4, 0.05), paper_config(4, 0.07)]
+    seeds = (1000, 1001, 1002, 1003, 1004)
+    rows = [evaluate_policy(name, cfg, seeds) for cfg in configs for name in ("reuse", "random")]
+    # random stands in for an EAT row that is worse everywhere, reuse itself for one tied everywhere.
+    as_eat = [replace(r, policy="eat") for r in rows if r.policy == "random"]
+    as_cross = [replace(r, policy="eat-cross") for r in rows if r.policy == "reuse"]
+    lines = gap_section([*rows, *as_eat, *as_cross], configs)
+    eat = next(line for line in lines if line.startswith("| eat |"))
+    cross = next(line for line in lines if line.startswith("| eat-cross |"))
+    assert eat.count("▼") == 2 and eat.endswith("| 0 / 0 / 2 |")
+    assert cross.count("= +0.00") == 2 and cross.endswith("| 0 / 2 / 0 |")
+    assert gap_section(rows, configs) == []  # no EAT row, no section
 
 
 def test_results_document_puts_ours_beside_the_paper(run_dir: Path, tmp_path: Path) -> None:
