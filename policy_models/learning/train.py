@@ -684,10 +684,13 @@ def episode_means(episodes: Sequence[EpisodeStats]) -> dict[str, float]:
 def evaluate_and_keep_best(
     agent: Agent, settings: TrainSettings, progress: Progress, logger: MetricsLogger, bar: tqdm
 ) -> float:
-    """Evaluate on the validation seeds; a new best utility is saved to best/. Returns the utility."""
+    """Evaluate on the validation seeds; a new best utility is saved to best/. Returns the utility.
+
+    Only a policy that has learned something may become the best: before the first update a residual
+    agent IS its hint heuristic (`learning.hints`), and best/ must not ship the heuristic as if trained."""
     metrics = evaluate_agent(agent, settings.sims, settings.eval_seeds)
     utility = metrics["eval/utility"]
-    if math.isfinite(utility) and utility > progress.best_eval_utility:
+    if math.isfinite(utility) and utility > progress.best_eval_utility and progress.updates > 0:
         progress.best_eval_utility = utility
         save_checkpoint(settings.out_dir / BEST_DIR, agent.modules(), checkpoint_config(settings, progress))
     metrics["eval/best_utility"] = progress.best_eval_utility

@@ -74,6 +74,9 @@ def make_card(config: dict[str, Any], metrics: dict[str, list[tuple[int, float]]
         "best_at_s": _elapsed_at(elapsed, config["progress"]["env_steps"]),
         "teacher": config.get("training", {}).get("teacher"),
         "pretrain_updates": config.get("training", {}).get("pretrain_updates", 0),
+        "q_filter": bool(agent.get("q_filter", True)),
+        "bc_weight": agent.get("bc_weight", 0.0),
+        "validation_seeds": config.get("training", {}).get("eval_seeds", [500, 501, 502, 503, 504]),
         "hint": agent.get("hint"),
         "residual": bool(agent.get("residual", False)),
         "seed": config["seed"],
@@ -92,12 +95,15 @@ def card_paragraph(card: dict[str, Any]) -> str:
     wall = f"{card['wall_s'] / 60:.1f} minutes" if card.get("wall_s") else "an unrecorded time"
     sizes = ", ".join(str(n) for n in card["sizes"])
     rates = ", ".join(f"{r:g}" for r in sorted(set(card["rates"])))
+    term = "a Q-filtered imitation term" if card.get("q_filter", True) else "an imitation term (no Q-filter)"
+    weight = f" of weight {card['bc_weight']:g}" if card.get("bc_weight") else ""
     teacher = (
         f", learning from the {card['teacher']} heuristic ({card.get('pretrain_updates', 0)} imitation "
-        "updates, then SAC with a Q-filtered imitation term)"
+        f"updates, then SAC with {term}{weight})"
         if card.get("teacher")
         else ""
     )
+    seeds = card.get("validation_seeds") or [500, 504]
     reached = f" (reached after {card['best_at_s'] / 60:.1f} minutes)" if card.get("best_at_s") else ""
     if card.get("hint"):
         corrects = "its actor outputs a correction to that action" if card.get("residual") else ""
@@ -109,7 +115,7 @@ def card_paragraph(card: dict[str, Any]) -> str:
         f"**{card['name']}** ({card['algorithm']}): trained on the simulator in {card['mode']} mode "
         f"(timing profile {card['profile']}) for N = {sizes} servers at arrival rates {rates}{teacher}; "
         f"a run of {wall} on one CPU thread (seed {card['seed']}). The shipped weights are its best on the "
-        f"validation seeds 500-504 (utility {card['best_validation_utility']:.3f}), taken at "
+        f"validation seeds {seeds[0]}-{seeds[-1]} (utility {card['best_validation_utility']:.3f}), taken at "
         f"{card['env_steps']} environment steps and {card['updates']} updates{reached}. It serves the "
         f"'{card['row']}' row of docs/results.md."
     )

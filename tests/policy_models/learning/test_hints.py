@@ -29,7 +29,7 @@ from policy_models.policies.learned import LearnedPolicy
 from policy_models.sim.batched import BatchedClusterSim
 from services.cli import main
 from tests.policy_models.learning.test_imitation import agreement
-from tests.policy_models.learning.test_train import CFG, TINY, tiny_settings
+from tests.policy_models.learning.test_train import CFG, TINY, metric_values, tiny_settings
 
 torch.set_num_threads(1)
 
@@ -217,3 +217,13 @@ def test_a_residual_critic_judges_the_action_an_output_stands_for() -> None:
             torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="hint"):
         agent.critic(state._replace(hint=None), output)
+
+
+def test_a_residual_run_never_ships_its_untrained_self_as_best(tmp_path: Path) -> None:
+    """Before its first update a residual agent is its heuristic; evaluations then may not make best/."""
+    agent = dataclasses.replace(TINY, hint="reuse", residual=True)
+    settings = tiny_settings(tmp_path, agent=agent, warmup_steps=192, eval_every=64, total_steps=304)
+    result = train(settings)
+    best = json.loads((tmp_path / "best" / "config.json").read_text())
+    assert best["progress"]["updates"] > 0
+    assert result.best_eval_utility == max(metric_values(result.csv_path, "eval/utility")[2:])
