@@ -67,6 +67,7 @@ from policy_models.learning.sac import (
     sac_update,
 )
 from policy_models.nets import as_tensors
+from policy_models.nets.encoders import HINT_KEY
 from policy_models.obs import OBS_SPEC_VERSION, Observation, ObservationSpec
 from policy_models.policies import Policy
 from policy_models.policies.learned import LearnedPolicy
@@ -290,9 +291,14 @@ def train(settings: TrainSettings) -> TrainResult:
 
             # 3. Gradient updates, on batches from the buffer of the cluster just stepped.
             guided = bool(teachers) and settings.agent.bc_weight > 0
+            teacher_is_hint = settings.teacher == settings.agent.hint
             for _ in range(updates_due(progress, settings, len(buffers[k]))):
                 sample = buffers[k].sample(settings.agent.batch_size)
-                guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual) if guided else None
+                guide = (
+                    teacher_guide(teachers[k], sample.obs, settings.agent.residual, teacher_is_hint)
+                    if guided
+                    else None
+                )
                 batch = TensorBatch.from_numpy(sample)
                 interval.updates.append(sac_update(agent, optimizers, batch, generators.torch, guide))
                 progress.updates += 1
@@ -485,10 +491,11 @@ def advance_prior(
     return agent.prior.prior(next_obs)
 
 
-def teacher_guide(teacher: Policy, obs: Observation, residual: bool) -> torch.Tensor:
+def teacher_guide(teacher: Policy, obs: Observation, residual: bool, teacher_is_hint: bool) -> torch.Tensor:
     """What the actor should output to act as the teacher: its actions in [-1, 1], or for a residual
-    agent the correction to the hint that gives them (zero where teacher and hint agree)."""
-    action = np.clip(teacher.act(obs), -1.0, 1.0).astype(np.float32)
+    agent the correction to the hint that gives them (zero where teacher and hint agree). When the
+    teacher is the hint heuristic its actions are already in the observation (no second run)."""
+    action = obs[HINT_KEY] if teacher_is_hint else np.clip(teacher.act(obs), -1.0, 1.0).astype(np.float32)
     return torch.from_numpy(from_env_action(action, obs, residual))
 
 
@@ -513,7 +520,8 @@ def pretrain(
         for index in range(settings.pretrain_updates):
             k = index % len(buffers)
             sample = buffers[k].sample(settings.agent.batch_size)
-            guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual)
+            teacher_is_hint = settings.teacher == settings.agent.hint
+            guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual, teacher_is_hint)
             batch = TensorBatch.from_numpy(sample)
             stats.append(imitation_update(agent, optimizers, batch, guide, generators.torch))
     return stats
