@@ -37,7 +37,7 @@ for what in "$@"; do
     n8) train eat-n8 --nodes 8 ;;
     n12) train eat-n12 --nodes 12 ;;
     cross) train eat-cross --nodes 4 8 12 ;;  # one policy for all three sizes (15 configs)
-    warm) train eat-warm --mode warm --nodes 8 ;;
+    warm) train eat-warm --mode warm --nodes 8 ;;  # shipped from a 15-minute run: MINUTES=15
     plain-n4) train_plain eat-plain-n4 5000 --nodes 4 ;;
     plain-n8) train_plain eat-plain-n8 8000 --nodes 8 ;;
     plain-n12) train_plain eat-plain-n12 8000 --nodes 12 ;;
