@@ -42,10 +42,9 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from policy_models.learning.hints import HINTS
+from policy_models.learning.hints import HINTS, observation_shapes
 from policy_models.learning.prior import DEFAULT_DECAY, DEFAULT_IDLE_EDGES, DEFAULT_QUEUE_EDGES, ActionPrior
 from policy_models.nets import AttentionEncoder, DiffusionActor, FlatEncoder, GaussianActor, TwinCritic
-from policy_models.nets.encoders import HINT_KEY
 from policy_models.obs import GLOBAL_FEATURES, SERVER_FEATURES, TASK_FEATURES, ObservationSpec
 
 Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da", "lad-ts"]
@@ -309,10 +308,7 @@ def _build_encoder(config: AgentConfig, obs_spec: ObservationSpec) -> Encoder:
             ff_dim=config.attention_ff,
             hint=config.hint is not None,
         )
-    shapes = dict(obs_spec.shapes)
-    if config.hint is not None:
-        shapes[HINT_KEY] = (2 + obs_spec.visible_queue,)
-    return FlatEncoder(shapes, hidden=config.hidden)
+    return FlatEncoder(observation_shapes(obs_spec, hinted=config.hint is not None), hidden=config.hidden)
 
 
 def _layout(config: AgentConfig, obs_spec: ObservationSpec, feature_dim: int) -> dict[str, int]:

@@ -57,12 +57,12 @@ def with_hint(obs: Observation, hinter: Policy | None) -> Observation:
     return {**obs, HINT_KEY: hint}
 
 
-def observation_shapes(config: SimConfig, hinted: bool) -> dict[str, tuple[int, ...]]:
+def observation_shapes(spec: ObservationSpec, hinted: bool) -> dict[str, tuple[int, ...]]:
     """Per-row shapes of an agent's observations for this cluster (`ObservationSpec.shapes`, plus
     the hint's (2 + Q,) for a hinted agent)."""
-    shapes = dict(ObservationSpec.from_config(config).shapes)
+    shapes = dict(spec.shapes)
     if hinted:
-        shapes[HINT_KEY] = (config.action_dim,)
+        shapes[HINT_KEY] = (2 + spec.visible_queue,)
     return shapes
 
 

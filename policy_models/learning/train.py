@@ -434,7 +434,7 @@ def check_cluster_configs(agent: AgentConfig, configs: Sequence[SimConfig]) -> N
 
 
 def new_buffer(cfg: SimConfig, settings: TrainSettings, index: int) -> ReplayBuffer:
-    shapes = observation_shapes(cfg, hinted=settings.agent.hint is not None)
+    shapes = observation_shapes(ObservationSpec.from_config(cfg), hinted=settings.agent.hint is not None)
     return ReplayBuffer(
         shapes,
         cfg.action_dim,

@@ -26,7 +26,13 @@ from torch import nn
 from policy_models.checkpoints import CheckpointError, load_checkpoint, restore_modules
 from policy_models.config import SimConfig
 from policy_models.learning.agents import module_from_description, resolve_checkpoint
-from policy_models.learning.hints import make_hinter, residual_to_action, to_env_action, with_hint
+from policy_models.learning.hints import (
+    make_hinter,
+    observation_shapes,
+    residual_to_action,
+    to_env_action,
+    with_hint,
+)
 from policy_models.learning.prior import ActionPrior
 from policy_models.nets import FlatEncoder, as_tensors
 from policy_models.nets.encoders import HINT_KEY, OBS_KEYS, observation_keys
@@ -191,9 +197,10 @@ def check_compatible(saved: dict[str, Any], config: SimConfig, path: Path) -> No
 
 
 def check_flat_shapes(encoder: FlatEncoder, config: SimConfig, path: Path) -> None:
-    shapes = {key: tuple(shape) for key, shape in ObservationSpec.from_config(config).shapes.items()}
-    if HINT_KEY in encoder.obs_shapes:
-        shapes[HINT_KEY] = (config.action_dim,)
+    spec = ObservationSpec.from_config(config)
+    shapes = {
+        key: tuple(shape) for key, shape in observation_shapes(spec, HINT_KEY in encoder.obs_shapes).items()
+    }
     if encoder.obs_shapes != shapes:
         raise CheckpointError(
             f"{path}: flat encoder built for observation shapes {encoder.obs_shapes}, this config "

@@ -83,7 +83,7 @@ def test_a_hinted_encoder_reads_the_hint(algorithm: str) -> None:
 
 
 def test_the_buffer_keeps_the_hint_through_save_and_load(tmp_path: Path) -> None:
-    shapes = observation_shapes(CFG, hinted=True)
+    shapes = observation_shapes(ObservationSpec.from_config(CFG), hinted=True)
     assert shapes[HINT_KEY] == (CFG.action_dim,)
     obs = with_hint(observations([6, 7]), make_hinter("reuse", CFG))
     buffer = ReplayBuffer(shapes, CFG.action_dim, capacity=8)
