@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_eval(commands)
     _add_train(commands)
+    _add_label(commands)
     _add_reports(commands)
     _add_models(commands)
     _add_calibrate(commands)
@@ -127,6 +128,17 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-noise", type=float, default=0.1, help="std of the warm-up noise on its actions")
     p.add_argument("--pretrain-updates", type=int, default=0, help="imitation updates after the warm-up")
     p.add_argument("--pretrain-lr", type=float, help="actor learning rate in pretraining (default: actor's)")
+    p.add_argument(
+        "--demos",
+        type=Path,
+        help="SAC family: pretrain on these demonstrations (`eat label`) instead of the teacher's actions",
+    )
+    p.add_argument(
+        "--pretrain-eval-every",
+        type=int,
+        default=0,
+        help="validate every N pretraining updates (0: at the end)",
+    )
     p.add_argument("--bc-weight", type=float, help="Q-filtered imitation weight in fine-tuning, x mean |Q|")
     p.add_argument("--diffusion-steps", type=int, help="SAC family: denoising steps of the diffusion actor")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint or a run directory")
@@ -240,6 +252,8 @@ def _sac_run(
             teacher_noise=args.teacher_noise,
             pretrain_updates=args.pretrain_updates,
             pretrain_lr=args.pretrain_lr,
+            demos=args.demos,
+            pretrain_eval_every=args.pretrain_eval_every,
             **_run_settings(args, configs),
         )
     except ValueError as err:
@@ -269,6 +283,67 @@ def _ppo_run(
     except ValueError as err:
         parser.error(str(err))
     return train_ppo, settings
+
+
+def _add_label(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "label", help="record demonstrations: the rollout teacher (lookahead over a heuristic) plays episodes"
+    )
+    p.add_argument("--nodes", type=int, nargs="+", required=True, help="node counts")
+    p.add_argument("--rate", type=float, nargs="+", help="arrival rate, one or one per node count")
+    p.add_argument("--paper-rates", action="store_true", help="all five paper rates for each node count")
+    p.add_argument("--mode", choices=["paper", "warm"], default="paper")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="reference")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per cluster config")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=100_000,
+        help="workload seeds: config i plays first+i*episodes onwards (validation is 500+, tests 1000+)",
+    )
+    p.add_argument("--base", choices=["reuse", "greedy", "fifo"], default="reuse", help="policy improved on")
+    p.add_argument("--samples", type=int, default=16, help="simulated futures per candidate action")
+    p.add_argument("--z", type=float, default=2.0, help="standard errors a gain needs to leave the base")
+    p.add_argument("--workers", type=int, default=1, help="processes, one cluster config at a time each")
+    p.add_argument("--out", type=Path, required=True, help="directory for the demonstration files")
+    p.set_defaults(handler=run_label)
+
+
+def run_label(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from policy_models.learning.rollout import RolloutSettings
+
+    args.rate = args.rate if args.rate or args.paper_rates else None
+    configs = _train_configs(args, parser)
+    try:
+        settings = RolloutSettings(samples=args.samples, z=args.z)
+    except ValueError as err:
+        parser.error(str(err))
+    jobs = [
+        (cfg, list(range(args.first_seed + i * args.episodes, args.first_seed + (i + 1) * args.episodes)))
+        for i, cfg in enumerate(configs)
+    ]
+    with ProcessPoolExecutor(max_workers=max(args.workers, 1)) as pool:
+        futures = [pool.submit(_label_one, cfg, seeds, args.base, settings, args.out) for cfg, seeds in jobs]
+        for future in futures:
+            print(future.result(), flush=True)
+    return 0
+
+
+def _label_one(cfg: SimConfig, seeds: list[int], base: str, settings: Any, out: Path) -> str:
+    from policy_models.learning import demos
+    from policy_models.policies import make_policy
+
+    recorded = demos.record(cfg, seeds, make_policy(base, cfg), settings, base)
+    stem = demos.save(recorded, out)
+    teacher, base_u = recorded.meta["teacher_utility"], recorded.meta["base_utility"]
+    gain = sum(t - b for t, b in zip(teacher, base_u, strict=True)) / len(seeds)
+    return (
+        f"{stem.name}: {len(recorded)} steps, teacher left {base} on {recorded.deviation_share:.1%}; "
+        f"utility {sum(teacher) / len(seeds):.4f} vs {base} {sum(base_u) / len(seeds):.4f} "
+        f"(gain {gain:+.4f}), {recorded.meta['wall_s']:.0f} s"
+    )
 
 
 def _add_reports(commands: argparse._SubParsersAction) -> None:

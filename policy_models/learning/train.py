@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,7 @@ from tqdm import tqdm
 from policy_models.checkpoints import CheckpointError, load_checkpoint, restore_modules, save_checkpoint
 from policy_models.config import SimConfig
 from policy_models.evaluation import first_episodes
+from policy_models.learning import demos
 from policy_models.learning.agents import (
     BEST_DIR,
     CHECKPOINTS_DIR,
@@ -116,6 +117,10 @@ class TrainSettings:
     teacher_noise: float = 0.1
     pretrain_updates: int = 0
     pretrain_lr: float | None = None  # the actor's learning rate while pretraining (None: actor_lr)
+    # Demonstrations (`learning.demos`, written by `eat label`): pretraining imitates these recorded
+    # rollout-teacher episodes instead of the teacher heuristic, and the critic learns their values.
+    demos: Path | None = None
+    pretrain_eval_every: int = 0  # validate every this many pretraining updates, keeping the best (0: end)
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and self.time_limit_s <= 0:
@@ -123,8 +128,14 @@ class TrainSettings:
         if self.total_steps < 1 or self.n_envs < 1 or not self.eval_seeds or self.keep_checkpoints < 1:
             raise ValueError("need total_steps >= 1, n_envs >= 1, eval seeds and keep_checkpoints >= 1")
         check_cluster_configs(self.agent, self.sims)
-        if self.teacher is None and (self.pretrain_updates > 0 or self.agent.bc_weight > 0):
-            raise ValueError("pretrain_updates and bc_weight need a teacher")
+        if self.teacher is None and self.agent.bc_weight > 0:
+            raise ValueError("bc_weight needs a teacher")
+        if self.teacher is None and self.demos is None and self.pretrain_updates > 0:
+            raise ValueError("pretrain_updates need a teacher or demonstrations")
+        if self.demos is not None and self.pretrain_updates < 1:
+            raise ValueError("demonstrations are learned in pretraining: give pretrain_updates >= 1")
+        if self.pretrain_eval_every < 0:
+            raise ValueError("pretrain_eval_every must be >= 0")
         if self.teacher is not None:
             make_teacher(self.teacher, self.sims[0])  # refuses unknown or stateful teachers
         if self.pretrain_updates < 0 or self.teacher_noise < 0:
@@ -142,6 +153,7 @@ class TrainSettings:
         values["agent"] = self.agent.to_dict()
         values["out_dir"] = str(self.out_dir)
         values["resume_from"] = None if self.resume_from is None else str(self.resume_from)
+        values["demos"] = None if self.demos is None else str(self.demos)
         values["eval_seeds"] = list(self.eval_seeds)
         return values
 
@@ -228,6 +240,7 @@ def train(settings: TrainSettings) -> TrainResult:
     windows = [NStepWindow(settings.agent.n_step, settings.agent.gamma) for _ in configs]
     teachers = [make_teacher(settings.teacher, cfg) for cfg in configs] if settings.teacher else []
     hinters = [make_hinter(settings.agent.hint, cfg) if settings.agent.hint else None for cfg in configs]
+    demo_buffers = load_demo_buffers(settings, hinters)
     if settings.resume_from is not None:
         progress, generators, buffers = resume(settings, agent, optimizers, buffers)
     start_step = progress.env_steps
@@ -282,12 +295,21 @@ def train(settings: TrainSettings) -> TrainResult:
             progress.iteration += 1
             record_episodes(result, progress, interval)
 
-            # 2. Once, at the end of the warm-up: imitate the teacher (if any) on its own data.
-            if teachers and not progress.pretrained and pretraining_due(progress, settings, buffers):
-                interval.updates.extend(pretrain(agent, optimizers, buffers, teachers, settings, generators))
-                progress.updates += settings.pretrain_updates
+            # 2. Once, at the end of the warm-up: imitate the teacher on its own data, or the
+            #    demonstrations (validating as it goes when asked to).
+            pretraining = bool(teachers or demo_buffers) and not progress.pretrained
+            if pretraining and pretraining_due(progress, settings, demo_buffers or buffers):
+                sources = demo_buffers or buffers
+
+                def validate() -> None:
+                    evaluate_and_keep_best(agent, settings, progress, logger, bar)
+
+                stats = pretrain(
+                    agent, optimizers, sources, teachers, settings, generators, progress, validate
+                )
+                interval.updates.extend(stats)
                 progress.pretrained = True
-                evaluate_and_keep_best(agent, settings, progress, logger, bar)
+                validate()
 
             # 3. Gradient updates, on batches from the buffer of the cluster just stepped.
             guided = bool(teachers) and settings.agent.bc_weight > 0
@@ -512,19 +534,43 @@ def pretrain(
     teachers: Sequence[Policy],
     settings: TrainSettings,
     generators: Generators,
+    progress: Progress,
+    validate: Callable[[], None],
 ) -> list[UpdateStats]:
     """settings.pretrain_updates imitation updates, round-robin over the clusters' buffers, the actor at
-    settings.pretrain_lr: imitation is supervised learning and takes a larger step than SAC's actor."""
+    settings.pretrain_lr: imitation is supervised learning and takes a larger step than SAC's actor.
+
+    With demonstrations (`settings.demos`) the buffers hold them and the actions to imitate are their
+    own; otherwise the teacher says what it would have done on each sampled state."""
     stats = []
+    every = settings.pretrain_eval_every
     with learning_rate(optimizers.actor, settings.pretrain_lr):
         for index in range(settings.pretrain_updates):
             k = index % len(buffers)
             sample = buffers[k].sample(settings.agent.batch_size)
-            teacher_is_hint = settings.teacher == settings.agent.hint
-            guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual, teacher_is_hint)
+            if settings.demos is not None:
+                guide = torch.from_numpy(sample.action)
+            else:
+                teacher_is_hint = settings.teacher == settings.agent.hint
+                guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual, teacher_is_hint)
             batch = TensorBatch.from_numpy(sample)
             stats.append(imitation_update(agent, optimizers, batch, guide, generators.torch))
+            progress.updates += 1
+            if every and (index + 1) % every == 0 and index + 1 < settings.pretrain_updates:
+                validate()
     return stats
+
+
+def load_demo_buffers(settings: TrainSettings, hinters: Sequence[Policy | None]) -> list[ReplayBuffer]:
+    """One replay buffer of demonstrations per training config, or none without `settings.demos`."""
+    if settings.demos is None:
+        return []
+    found = demos.for_configs(demos.load_directory(settings.demos), settings.sims)
+    agent = settings.agent
+    return [
+        demos.replay_buffer(d, hinter, agent.residual, agent.n_step, agent.gamma, settings.seed + index)
+        for index, (d, hinter) in enumerate(zip(found, hinters, strict=True))
+    ]
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ Observations come from `TokenTables` (a gather of whole token rows, then the one
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -510,6 +511,38 @@ class ClusterEnv(gym.Env):
             **self._counts,
             **self._sums,
         )
+
+    def fork(self, rng: np.random.Generator | None = None) -> ClusterEnv:
+        """An independent copy of this environment at this decision epoch, for lookahead.
+
+        With `rng`, the tasks that have not arrived yet are redrawn from the workload's distribution
+        (Poisson arrivals from now on, which is exact by memorylessness; patches and models afresh), so
+        a lookahead sees a possible future rather than this episode's real one. Without it the copy
+        keeps the real future (tests use this to check that a fork follows the original exactly).
+        """
+        twin = copy.copy(self)
+        for name in ("_arrival", "_patches", "_model", "_key", "_task_code_base", "_queue", "_busy_until"):
+            setattr(twin, name, list(getattr(self, name)))
+        twin._last_used = [list(row) for row in self._last_used]
+        twin._counts, twin._sums = dict(self._counts), dict(self._sums)
+        if self.cfg.mode == "warm":
+            twin._resident_bits = list(self._resident_bits)
+        if rng is not None:
+            twin._redraw_future(rng)
+        return twin
+
+    def _redraw_future(self, rng: np.random.Generator) -> None:
+        first, n = self._arrived, self.cfg.tasks_per_episode
+        if first >= n:
+            return
+        drawn = sample_workload(rng, self.cfg)
+        gaps = rng.exponential(1.0 / self.cfg.arrival_rate, n - first)
+        per_size = self._tables.keys_per_size
+        for t, arrival in zip(range(first, n), (self._now + np.cumsum(gaps)).tolist(), strict=True):
+            patches, model = int(drawn.patches[0, t]), int(drawn.model[0, t])
+            self._arrival[t], self._patches[t], self._model[t] = arrival, patches, model
+            self._key[t] = patches * per_size + model
+            self._task_code_base[t] = self._key[t] * 8 + 4
 
     @property
     def now(self) -> float:
