@@ -121,6 +121,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="with --hint: the actor outputs a correction to the hint's action (diffusion actors)",
     )
     p.add_argument(
+        "--residual-deadzone",
+        type=float,
+        help="with --residual: corrections within this of 0 leave the hint's action as it is (default 0)",
+    )
+    p.add_argument(
         "--no-q-filter",
         action="store_true",
         help="imitation term everywhere in fine-tuning, not only where the critic prefers the teacher",
@@ -239,6 +244,7 @@ def _sac_run(
         "diffusion_steps": args.diffusion_steps,
         "hint": args.hint,
         "residual": args.residual or None,
+        "residual_deadzone": args.residual_deadzone,
         "q_filter": False if args.no_q_filter else None,
     }
     try:

@@ -61,6 +61,7 @@ EXTENSION_FIELDS = (
     "bc_score_temperature",
     "hint",
     "residual",
+    "residual_deadzone",
     "q_filter",
 )
 # AgentConfig fields only lad-ts reads. Left out of the other algorithms' `to_dict`, so their configs
@@ -133,6 +134,9 @@ class AgentConfig:
     hint: str | None = None
     # With a hint: the actor outputs a correction to the hint's action, not the action (`learning.hints`).
     residual: bool = False
+    # Residual outputs within this of 0 count as 0 (`nets.encoders.residual_to_action`): the hint's
+    # decision stands unless the correction is deliberate. 0: none (checkpoints before it existed).
+    residual_deadzone: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -145,6 +149,8 @@ class AgentConfig:
             # A Gaussian actor imitates through the teacher's task choice, which a residual target
             # (zero: "keep the hint") does not carry.
             raise ValueError("residual agents need a diffusion actor (eat, eat-a, lad-ts)")
+        if not 0.0 <= self.residual_deadzone < 1.0 or (self.residual_deadzone and not self.residual):
+            raise ValueError("residual_deadzone must lie in [0, 1) and needs a residual agent")
         if not 0.0 <= self.prior_decay < 1.0:
             raise ValueError(f"prior_decay must lie in [0, 1), got {self.prior_decay}")
         # JSON gives lists back; tuples keep the config hashable and equal to a fresh one.
@@ -282,6 +288,7 @@ def build_agent(config: AgentConfig, obs_spec: ObservationSpec, seed: int = 0) -
             hidden=config.hidden,
             score_temperature=config.critic_score_temperature,
             residual=config.residual,
+            residual_deadzone=config.residual_deadzone,
             **layout,
         )
     prior = build_prior(config) if config.uses_prior else None

@@ -22,6 +22,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from policy_models.config import SimConfig
+from policy_models.learning.agents import AgentConfig
 from policy_models.learning.buffer import ReplayBuffer
 from policy_models.learning.hints import from_env_action, observation_shapes, with_hint
 from policy_models.learning.rollout import RolloutSettings, decide, one
@@ -153,23 +154,19 @@ def for_configs(found: list[Demonstrations], configs: tuple[SimConfig, ...]) -> 
 
 # ----- into a replay buffer ------------------------------------------------------------------------------
 def replay_buffer(
-    demos: Demonstrations,
-    hinter: Policy | None,
-    residual: bool,
-    n_step: int,
-    gamma: float,
-    seed: int,
+    demos: Demonstrations, hinter: Policy | None, agent: AgentConfig, seed: int
 ) -> ReplayBuffer:
-    """The demonstrations as a replay buffer of n-step transitions, as the trainer stores its own."""
+    """The demonstrations as a replay buffer of n-step transitions, as the trainer stores its own for
+    `agent` (its n-step return, its residual output and dead zone)."""
     from policy_models.learning.train import NStepWindow  # the trainer's own n-step rule
 
     arrays = demos.arrays
     obs = with_hint({k: arrays[f"obs/{k}"] for k in OBS_KEYS}, hinter)
     next_obs = with_hint({k: arrays[f"next_obs/{k}"] for k in OBS_KEYS}, hinter)
-    actions = from_env_action(arrays["action"], obs, residual)
+    actions = from_env_action(arrays["action"], obs, agent.residual, agent.residual_deadzone)
     shapes = observation_shapes(ObservationSpec.from_config(demos.config), hinted=hinter is not None)
     buffer = ReplayBuffer(shapes, demos.config.action_dim, max(len(demos), 1), seed=seed)
-    window = NStepWindow(n_step, gamma)
+    window = NStepWindow(agent.n_step, agent.gamma)
     for t in range(len(demos)):
         row = slice(t, t + 1)
         transition = window.push(

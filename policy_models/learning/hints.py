@@ -66,19 +66,28 @@ def observation_shapes(spec: ObservationSpec, hinted: bool) -> dict[str, tuple[i
     return shapes
 
 
-def to_env_action(output: np.ndarray, obs: Observation, residual: bool) -> np.ndarray:
+def to_env_action(output: np.ndarray, obs: Observation, residual: bool, deadzone: float = 0.0) -> np.ndarray:
     """The action the simulator takes for an actor's output: the output itself, or for a residual
-    agent clip(hint + RESIDUAL_SCALE * output, -1, 1)."""
+    agent clip(hint + RESIDUAL_SCALE * output, -1, 1), the output first shrunk by its dead zone
+    (`nets.encoders.residual_to_action`)."""
     if not residual:
         return output
+    if deadzone > 0.0:
+        output = np.sign(output) * np.maximum(np.abs(output) - deadzone, 0.0)
     return np.clip(obs[HINT_KEY] + RESIDUAL_SCALE * output, -1.0, 1.0).astype(np.float32)
 
 
-def from_env_action(action: np.ndarray, obs: Observation, residual: bool) -> np.ndarray:
-    """The actor output that gives `action` (inverse of `to_env_action` for actions in [-1, 1])."""
+def from_env_action(
+    action: np.ndarray, obs: Observation, residual: bool, deadzone: float = 0.0
+) -> np.ndarray:
+    """The actor output that gives `action` (inverse of `to_env_action` for actions in [-1, 1]): no
+    correction where the action is the hint's, else one just past the dead zone."""
     if not residual:
         return action
-    return np.clip((action - obs[HINT_KEY]) / RESIDUAL_SCALE, -1.0, 1.0).astype(np.float32)
+    correction = (action - obs[HINT_KEY]) / RESIDUAL_SCALE
+    if deadzone > 0.0:
+        correction = np.sign(correction) * (np.abs(correction) + deadzone) * (correction != 0)
+    return np.clip(correction, -1.0, 1.0).astype(np.float32)
 
 
 __all__ = [

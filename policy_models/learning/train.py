@@ -272,13 +272,13 @@ def train(settings: TrainSettings) -> TrainResult:
             obs = observations[k]
             warmup = progress.env_steps < settings.warmup_steps
             prior = current_prior(agent, obs)
-            residual = settings.agent.residual
+            residual, deadzone = settings.agent.residual, settings.agent.residual_deadzone
             if warmup and teachers:
                 env_action = noisy(teachers[k].act(obs), settings.teacher_noise, generators.numpy)
-                action, mean_action = from_env_action(env_action, obs, residual), None
+                action, mean_action = from_env_action(env_action, obs, residual, deadzone), None
             else:
                 action, mean_action = choose_actions(agent, obs, warmup, generators, prior)
-                env_action = to_env_action(action, obs, residual)
+                env_action = to_env_action(action, obs, residual, deadzone)
             # The buffer and the critic see the actor's output (`action`); the simulator its decoding.
             result = sims[k].step(env_action)
             next_obs = with_hint(result.obs, hinters[k])
@@ -317,7 +317,7 @@ def train(settings: TrainSettings) -> TrainResult:
             for _ in range(updates_due(progress, settings, len(buffers[k]))):
                 sample = buffers[k].sample(settings.agent.batch_size)
                 guide = (
-                    teacher_guide(teachers[k], sample.obs, settings.agent.residual, teacher_is_hint)
+                    teacher_guide(teachers[k], sample.obs, settings.agent, teacher_is_hint)
                     if guided
                     else None
                 )
@@ -513,12 +513,14 @@ def advance_prior(
     return agent.prior.prior(next_obs)
 
 
-def teacher_guide(teacher: Policy, obs: Observation, residual: bool, teacher_is_hint: bool) -> torch.Tensor:
+def teacher_guide(
+    teacher: Policy, obs: Observation, agent: AgentConfig, teacher_is_hint: bool
+) -> torch.Tensor:
     """What the actor should output to act as the teacher: its actions in [-1, 1], or for a residual
     agent the correction to the hint that gives them (zero where teacher and hint agree). When the
     teacher is the hint heuristic its actions are already in the observation (no second run)."""
     action = obs[HINT_KEY] if teacher_is_hint else np.clip(teacher.act(obs), -1.0, 1.0).astype(np.float32)
-    return torch.from_numpy(from_env_action(action, obs, residual))
+    return torch.from_numpy(from_env_action(action, obs, agent.residual, agent.residual_deadzone))
 
 
 def pretraining_due(progress: Progress, settings: TrainSettings, buffers: Sequence[ReplayBuffer]) -> bool:
@@ -552,7 +554,7 @@ def pretrain(
                 guide = torch.from_numpy(sample.action)
             else:
                 teacher_is_hint = settings.teacher == settings.agent.hint
-                guide = teacher_guide(teachers[k], sample.obs, settings.agent.residual, teacher_is_hint)
+                guide = teacher_guide(teachers[k], sample.obs, settings.agent, teacher_is_hint)
             batch = TensorBatch.from_numpy(sample)
             stats.append(imitation_update(agent, optimizers, batch, guide, generators.torch))
             progress.updates += 1
@@ -568,7 +570,7 @@ def load_demo_buffers(settings: TrainSettings, hinters: Sequence[Policy | None])
     found = demos.for_configs(demos.load_directory(settings.demos), settings.sims)
     agent = settings.agent
     return [
-        demos.replay_buffer(d, hinter, agent.residual, agent.n_step, agent.gamma, settings.seed + index)
+        demos.replay_buffer(d, hinter, agent, settings.seed + index)
         for index, (d, hinter) in enumerate(zip(found, hinters, strict=True))
     ]
 
@@ -708,9 +710,15 @@ def evaluate_agent(
     for cfg in configs:
         # lad-ts: the policy reads the training prior frozen (LearnedPolicy never updates it).
         hinter = make_hinter(hint, cfg) if hint else None
-        residual = bool(getattr(getattr(agent, "config", None), "residual", False))
+        config = getattr(agent, "config", None)
         policy = LearnedPolicy(
-            cfg, agent.encoder, agent.actor, getattr(agent, "prior", None), hinter=hinter, residual=residual
+            cfg,
+            agent.encoder,
+            agent.actor,
+            getattr(agent, "prior", None),
+            hinter=hinter,
+            residual=bool(getattr(config, "residual", False)),
+            residual_deadzone=float(getattr(config, "residual_deadzone", 0.0)),
         )
         episodes = first_episodes(policy, cfg, seeds)
         per_config.append(episode_means(episodes))

@@ -36,6 +36,7 @@ class TwinCritic(nn.Module):
         hidden: int = 256,
         score_temperature: float = 0.1,
         residual: bool = False,
+        residual_deadzone: float = 0.0,
     ) -> None:
         super().__init__()
         check_layout(action_dim, token_dim)
@@ -50,7 +51,10 @@ class TwinCritic(nn.Module):
         )
         if residual:  # written only when on: configs of earlier checkpoints stay as they were
             self._config["residual"] = True
+        if residual and residual_deadzone > 0.0:
+            self._config["residual_deadzone"] = residual_deadzone
         self.residual = residual
+        self.residual_deadzone = residual_deadzone
         self.per_task = token_dim is not None
         self.score_temperature = score_temperature
         in_dim = state_dim + (DECISION_DIM + token_dim if token_dim is not None else action_dim or 0)
@@ -64,7 +68,7 @@ class TwinCritic(nn.Module):
         if self.residual:
             if state.hint is None:
                 raise ValueError("a residual critic needs the hint in the encoded state (a hinted encoder)")
-            action = residual_to_action(action.clamp(-1.0, 1.0), state.hint)
+            action = residual_to_action(action.clamp(-1.0, 1.0), state.hint, self.residual_deadzone)
         features = self.input_features(state, action.clamp(-1.0, 1.0))
         return self.q1(features).squeeze(-1), self.q2(features).squeeze(-1)
 

@@ -54,9 +54,20 @@ def as_tensors(obs: Observation, device: torch.device | str | None = None) -> Te
     return out
 
 
-def residual_to_action(output: Tensor, hint: Tensor) -> Tensor:
-    """The action a residual agent's output stands for: clip(hint + RESIDUAL_SCALE * output, -1, 1)."""
-    return (hint + RESIDUAL_SCALE * output).clamp(-1.0, 1.0)
+def residual_to_action(output: Tensor, hint: Tensor, deadzone: float = 0.0) -> Tensor:
+    """The action a residual agent's output stands for: clip(hint + RESIDUAL_SCALE * output, -1, 1).
+
+    With a dead zone, output entries within `deadzone` of 0 count as 0 and the others shrink towards 0
+    by it: a learned correction's small noise then leaves the hint's decision (its exact step count,
+    its task) alone, and only a deliberate correction changes it."""
+    return (hint + RESIDUAL_SCALE * shrink(output, deadzone)).clamp(-1.0, 1.0)
+
+
+def shrink(output: Tensor, deadzone: float) -> Tensor:
+    """Soft threshold: sign(x) * max(|x| - deadzone, 0) (the identity for deadzone 0)."""
+    if deadzone <= 0.0:
+        return output
+    return torch.sign(output) * (output.abs() - deadzone).clamp(min=0.0)
 
 
 def observation_keys(obs: Mapping[str, Any]) -> tuple[str, ...]:

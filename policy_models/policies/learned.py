@@ -57,6 +57,7 @@ class LearnedPolicy(Policy):
         compiled: bool = False,
         hinter: Policy | None = None,
         residual: bool = False,
+        residual_deadzone: float = 0.0,
     ) -> None:
         super().__init__(config)
         self.encoder = encoder
@@ -66,6 +67,7 @@ class LearnedPolicy(Policy):
         if residual and hinter is None:
             raise ValueError("a residual policy corrects a hint: give its hinter")
         self.residual = residual  # the actor's output corrects the hint (`learning.hints`)
+        self.deadzone = residual_deadzone
         # Traced decisions (`trace_decision`) copy the weights in, so only for modules nothing trains
         # any more: `from_checkpoint` turns this on. lad-ts's chain starts from a per-state prior
         # computed in numpy, outside the graph: it stays eager.
@@ -95,14 +97,16 @@ class LearnedPolicy(Policy):
         with torch.inference_mode():
             _, _, mean_action = self.actor(self.encoder(as_tensors(obs)), deterministic=True, prior=start)
         output = mean_action.clamp(-1.0, 1.0).numpy().astype(np.float32, copy=False)
-        return to_env_action(output, obs, self.residual)
+        return to_env_action(output, obs, self.residual, self.deadzone)
 
     def _traced_for(self, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
         """The traced decision for these input shapes (batch size, servers, visible queue)."""
         key = tuple(tuple(tensor.shape) for tensor in inputs)
         traced = self._traced.get(key)
         if traced is None:
-            traced = self._traced[key] = trace_decision(self.encoder, self.actor, inputs, self.residual)
+            traced = self._traced[key] = trace_decision(
+                self.encoder, self.actor, inputs, self.residual, self.deadzone
+            )
         return traced
 
     @classmethod
@@ -126,6 +130,7 @@ class LearnedPolicy(Policy):
         agent = saved.get("agent", {})  # PPO checkpoints: never hinted
         hinter = make_hinter(agent["hint"], config) if agent.get("hint") else None
         residual = bool(agent.get("residual", False))
+        deadzone = float(agent.get("residual_deadzone", 0.0))
         policy = cls(
             config,
             modules["encoder"],
@@ -134,6 +139,7 @@ class LearnedPolicy(Policy):
             compiled=compiled,
             hinter=hinter,
             residual=residual,
+            residual_deadzone=deadzone,
         )
         policy.name = f"checkpoint:{path}"
         return policy
@@ -143,20 +149,26 @@ class DeterministicDecision(nn.Module):
     """Observation tensors (in OBS_KEYS order, then the hint if any) -> the actor's deterministic mean
     action, clamped."""
 
-    def __init__(self, encoder: nn.Module, actor: nn.Module, residual: bool = False) -> None:
+    def __init__(
+        self, encoder: nn.Module, actor: nn.Module, residual: bool = False, deadzone: float = 0.0
+    ) -> None:
         super().__init__()
-        self.encoder, self.actor, self.residual = encoder, actor, residual
+        self.encoder, self.actor, self.residual, self.deadzone = encoder, actor, residual, deadzone
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         keys = (*OBS_KEYS, HINT_KEY)[: len(tensors)]
         obs = dict(zip(keys, tensors, strict=True))
         _, _, mean_action = self.actor(self.encoder(obs), deterministic=True)
         output = mean_action.clamp(-1.0, 1.0)
-        return residual_to_action(output, obs[HINT_KEY]) if self.residual else output
+        return residual_to_action(output, obs[HINT_KEY], self.deadzone) if self.residual else output
 
 
 def trace_decision(
-    encoder: nn.Module, actor: nn.Module, inputs: tuple[torch.Tensor, ...], residual: bool = False
+    encoder: nn.Module,
+    actor: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    residual: bool = False,
+    deadzone: float = 0.0,
 ) -> torch.jit.ScriptModule:
     """The deterministic decision recorded as a TorchScript graph for these input shapes, frozen (the
     weights become constants) and optimised for inference. The same operations on the same weights
@@ -167,7 +179,7 @@ def trace_decision(
     torch.jit is deprecated in favour of torch.compile, but still works in the pinned torch; compile's
     CPU backend needs a C++ toolchain and tens of seconds per graph, too slow to build per cluster
     shape in a policy server or an evaluation (hence the FutureWarnings silenced here)."""
-    module = DeterministicDecision(encoder, actor, residual).eval()
+    module = DeterministicDecision(encoder, actor, residual, deadzone).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)

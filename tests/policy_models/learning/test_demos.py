@@ -9,6 +9,7 @@ import pytest
 
 from policy_models.config import paper_config
 from policy_models.learning import demos
+from policy_models.learning.agents import AgentConfig
 from policy_models.learning.hints import RESIDUAL_SCALE, make_hinter
 from policy_models.learning.rollout import RolloutSettings
 from policy_models.policies.heuristics import ReuseAwarePolicy
@@ -52,7 +53,8 @@ def test_files_round_trip_and_are_matched_to_configs(recorded: demos.Demonstrati
 
 def test_the_buffer_holds_residual_corrections_and_n_step_returns(recorded: demos.Demonstrations) -> None:
     hinter = make_hinter("reuse", CFG)
-    buffer = demos.replay_buffer(recorded, hinter, residual=True, n_step=1, gamma=0.99, seed=0)
+    residual = AgentConfig(hint="reuse", residual=True, n_step=1)
+    buffer = demos.replay_buffer(recorded, hinter, residual, seed=0)
     assert len(buffer) == len(recorded)
     sample = buffer.sample(len(recorded))
     hint, action = sample.obs["hint"], sample.action
@@ -60,7 +62,7 @@ def test_the_buffer_holds_residual_corrections_and_n_step_returns(recorded: demo
     # Every stored correction turns the hint into the teacher's action (rows are a permutation).
     teacher = {tuple(np.round(a, 5)) for a in recorded.arrays["action"]}
     assert all(tuple(np.round(a, 5)) in teacher for a in rebuilt)
-    three = demos.replay_buffer(recorded, hinter, residual=False, n_step=3, gamma=0.5, seed=0)
+    three = demos.replay_buffer(recorded, hinter, AgentConfig(hint="reuse", n_step=3, gamma=0.5), seed=0)
     assert len(three) == len(recorded) - 2  # the last n - 1 steps have no full window
     first = three._reward[0]  # the first episode's first 3-step return
     r = recorded.arrays["reward"]
@@ -101,7 +103,7 @@ def test_pretraining_on_demonstrations_learns_them_and_validates_as_it_goes(
     assert saved["training"]["demos"] == str(tmp_path / "demos") and saved["progress"]["pretrained"]
     assert len(metric_values(result.csv_path, "eval/utility")) >= 3  # after 30, 60 and 90 updates
 
-    buffer = demos.replay_buffer(recorded, make_hinter("reuse", CFG), True, TINY.n_step, TINY.gamma, 0)
+    buffer = demos.replay_buffer(recorded, make_hinter("reuse", CFG), agent, 0)
     batch = TensorBatch.from_numpy(buffer.sample(len(buffer)))
 
     def loss(trained: bool) -> float:

@@ -22,7 +22,7 @@ from policy_models.learning.hints import (
 )
 from policy_models.learning.train import train
 from policy_models.nets import TwinCritic, as_tensors
-from policy_models.nets.encoders import HINT_KEY
+from policy_models.nets.encoders import HINT_KEY, residual_to_action
 from policy_models.obs import ObservationSpec
 from policy_models.policies import make_policy
 from policy_models.policies.learned import LearnedPolicy
@@ -162,6 +162,30 @@ def test_a_zero_residual_is_the_hint_and_the_inverse_recovers_an_output() -> Non
     flipped[:, 0] = np.where(launch, -1.0, 1.0)
     assert np.all((to_env_action(flipped, obs, residual=True)[:, 0] > 0) == ~launch)
     assert to_env_action(output, obs, residual=False) is output
+
+
+def test_a_dead_zone_keeps_the_hint_under_small_corrections_and_the_inverse_clears_it() -> None:
+    obs = with_hint(observations([13, 14]), make_hinter("reuse", CFG))
+    hint = obs[HINT_KEY]
+    small = np.random.default_rng(2).uniform(-0.1, 0.1, hint.shape).astype(np.float32)
+    np.testing.assert_array_equal(to_env_action(small, obs, residual=True, deadzone=0.1), hint)
+    # A correction past the zone moves the action by 2 x (|output| - 0.1), and the inverse gives the
+    # output back wherever nothing was clipped; where the action is the hint's, the inverse is 0.
+    output = np.random.default_rng(3).uniform(-1, 1, hint.shape).astype(np.float32)
+    action = to_env_action(output, obs, residual=True, deadzone=0.1)
+    moved = np.sign(output) * np.maximum(np.abs(output) - 0.1, 0.0)
+    unclipped = np.abs(hint + 2 * moved) < 1.0
+    np.testing.assert_allclose(action[unclipped], (hint + 2 * moved)[unclipped], atol=1e-6)
+    recovered = from_env_action(action, obs, residual=True, deadzone=0.1)
+    past = unclipped & (np.abs(output) > 0.1)
+    np.testing.assert_allclose(recovered[past], output[past], atol=1e-6)
+    assert np.all(from_env_action(hint, obs, residual=True, deadzone=0.1) == 0.0)
+    # The network-side map (torch) is the same map.
+    torch.testing.assert_close(
+        residual_to_action(torch.from_numpy(output), torch.from_numpy(hint), 0.1), torch.from_numpy(action)
+    )
+    with pytest.raises(ValueError, match="deadzone"):
+        AgentConfig(residual_deadzone=0.1)
 
 
 def test_a_residual_agent_needs_a_hint_and_a_diffusion_actor() -> None:
