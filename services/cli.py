@@ -139,6 +139,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="SAC family: pretrain on these demonstrations (`eat label`) instead of the teacher's actions",
     )
     p.add_argument(
+        "--demo-deviation-copies",
+        type=int,
+        default=1,
+        help="with --demos: steps where the teacher left its base policy count this many times",
+    )
+    p.add_argument(
         "--pretrain-eval-every",
         type=int,
         default=0,
@@ -259,6 +265,7 @@ def _sac_run(
             pretrain_updates=args.pretrain_updates,
             pretrain_lr=args.pretrain_lr,
             demos=args.demos,
+            demo_deviation_copies=args.demo_deviation_copies,
             pretrain_eval_every=args.pretrain_eval_every,
             **_run_settings(args, configs),
         )

@@ -154,10 +154,13 @@ def for_configs(found: list[Demonstrations], configs: tuple[SimConfig, ...]) -> 
 
 # ----- into a replay buffer ------------------------------------------------------------------------------
 def replay_buffer(
-    demos: Demonstrations, hinter: Policy | None, agent: AgentConfig, seed: int
+    demos: Demonstrations, hinter: Policy | None, agent: AgentConfig, seed: int, deviation_copies: int = 1
 ) -> ReplayBuffer:
     """The demonstrations as a replay buffer of n-step transitions, as the trainer stores its own for
-    `agent` (its n-step return, its residual output and dead zone)."""
+    `agent` (its n-step return, its residual output and dead zone).
+
+    deviation_copies: steps where the teacher left the base policy go in this many times. They are a
+    fifth of the steps and carry everything the base policy does not already know."""
     from policy_models.learning.train import NStepWindow  # the trainer's own n-step rule
 
     arrays = demos.arrays
@@ -165,7 +168,9 @@ def replay_buffer(
     next_obs = with_hint({k: arrays[f"next_obs/{k}"] for k in OBS_KEYS}, hinter)
     actions = from_env_action(arrays["action"], obs, agent.residual, agent.residual_deadzone)
     shapes = observation_shapes(ObservationSpec.from_config(demos.config), hinted=hinter is not None)
-    buffer = ReplayBuffer(shapes, demos.config.action_dim, max(len(demos), 1), seed=seed)
+    deviations = arrays["gain"] > 0
+    rows = len(demos) + (deviation_copies - 1) * int(deviations.sum())
+    buffer = ReplayBuffer(shapes, demos.config.action_dim, max(rows, 1), seed=seed)
     window = NStepWindow(agent.n_step, agent.gamma)
     for t in range(len(demos)):
         row = slice(t, t + 1)
@@ -176,6 +181,8 @@ def replay_buffer(
             {k: v[row] for k, v in next_obs.items()},
             arrays["done"][row],
         )
-        if transition is not None:
-            buffer.add(*transition[:5])
+        if transition is not None:  # the window hands out step t - n + 1's transition
+            copies = deviation_copies if deviations[t - agent.n_step + 1] else 1
+            for _ in range(copies):
+                buffer.add(*transition[:5])
     return buffer

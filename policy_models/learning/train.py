@@ -121,6 +121,7 @@ class TrainSettings:
     # rollout-teacher episodes instead of the teacher heuristic, and the critic learns their values.
     demos: Path | None = None
     pretrain_eval_every: int = 0  # validate every this many pretraining updates, keeping the best (0: end)
+    demo_deviation_copies: int = 1  # demonstration steps that leave the base policy count this many times
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and self.time_limit_s <= 0:
@@ -134,8 +135,8 @@ class TrainSettings:
             raise ValueError("pretrain_updates need a teacher or demonstrations")
         if self.demos is not None and self.pretrain_updates < 1:
             raise ValueError("demonstrations are learned in pretraining: give pretrain_updates >= 1")
-        if self.pretrain_eval_every < 0:
-            raise ValueError("pretrain_eval_every must be >= 0")
+        if self.pretrain_eval_every < 0 or self.demo_deviation_copies < 1:
+            raise ValueError("need pretrain_eval_every >= 0 and demo_deviation_copies >= 1")
         if self.teacher is not None:
             make_teacher(self.teacher, self.sims[0])  # refuses unknown or stateful teachers
         if self.pretrain_updates < 0 or self.teacher_noise < 0:
@@ -570,7 +571,7 @@ def load_demo_buffers(settings: TrainSettings, hinters: Sequence[Policy | None])
     found = demos.for_configs(demos.load_directory(settings.demos), settings.sims)
     agent = settings.agent
     return [
-        demos.replay_buffer(d, hinter, agent, settings.seed + index)
+        demos.replay_buffer(d, hinter, agent, settings.seed + index, settings.demo_deviation_copies)
         for index, (d, hinter) in enumerate(zip(found, hinters, strict=True))
     ]
 

@@ -10,6 +10,7 @@ import pytest
 from policy_models.config import paper_config
 from policy_models.learning import demos
 from policy_models.learning.agents import AgentConfig
+from policy_models.learning.buffer import ReplayBuffer
 from policy_models.learning.hints import RESIDUAL_SCALE, make_hinter
 from policy_models.learning.rollout import RolloutSettings
 from policy_models.policies.heuristics import ReuseAwarePolicy
@@ -67,6 +68,20 @@ def test_the_buffer_holds_residual_corrections_and_n_step_returns(recorded: demo
     first = three._reward[0]  # the first episode's first 3-step return
     r = recorded.arrays["reward"]
     assert first == pytest.approx(r[0] + 0.5 * r[1] + 0.25 * r[2])
+
+
+def test_deviations_can_count_several_times(recorded: demos.Demonstrations) -> None:
+    agent = AgentConfig(hint="reuse", residual=True, n_step=1)
+    hinter = make_hinter("reuse", CFG)
+    deviations = int((recorded.arrays["gain"] > 0).sum())
+    assert deviations > 0
+    once = demos.replay_buffer(recorded, hinter, agent, seed=0)
+    thrice = demos.replay_buffer(recorded, hinter, agent, seed=0, deviation_copies=3)
+    assert len(thrice) == len(once) + 2 * deviations
+    def corrections(buffer: ReplayBuffer) -> int:  # rows whose action corrects the hint
+        return int((np.abs(buffer._action[: len(buffer)]).max(1) > 0).sum())
+
+    assert corrections(once) > 0 and corrections(thrice) == 3 * corrections(once)
 
 
 def test_pretraining_on_demonstrations_learns_them_and_validates_as_it_goes(
