@@ -317,6 +317,11 @@ def _add_label(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--base", choices=["reuse", "greedy", "fifo"], default="reuse", help="policy improved on")
     p.add_argument("--samples", type=int, default=16, help="simulated futures per candidate action")
     p.add_argument("--z", type=float, default=2.0, help="standard errors a gain needs to leave the base")
+    p.add_argument(
+        "--steps-only",
+        action="store_true",
+        help="search only the base decision's step count (no waiting instead, no other task)",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes, one cluster config at a time each")
     p.add_argument("--out", type=Path, required=True, help="directory for the demonstration files")
     p.set_defaults(handler=run_label)
@@ -330,7 +335,7 @@ def run_label(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.rate = args.rate if args.rate or args.paper_rates else None
     configs = _train_configs(args, parser)
     try:
-        settings = RolloutSettings(samples=args.samples, z=args.z)
+        settings = RolloutSettings(samples=args.samples, z=args.z, task_changes=not args.steps_only)
     except ValueError as err:
         parser.error(str(err))
     jobs = [

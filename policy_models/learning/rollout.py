@@ -35,6 +35,9 @@ class RolloutSettings:
     samples: int = 16
     z: float = 3.0
     step_deltas: tuple[int, ...] = (-4, 4)
+    # False: only the base decision's step count is searched (no waiting instead, no other task), so
+    # that more futures per candidate buy a steadier verdict for the same simulation cost.
+    task_changes: bool = True
 
     def __post_init__(self) -> None:
         if self.samples < 2 or self.z < 0:
@@ -65,7 +68,11 @@ def stack(observations: list[Observation]) -> Observation:
 
 
 def candidate_actions(
-    base_action: np.ndarray, obs: Observation, cfg: SimConfig, deltas: tuple[int, ...]
+    base_action: np.ndarray,
+    obs: Observation,
+    cfg: SimConfig,
+    deltas: tuple[int, ...],
+    task_changes: bool = True,
 ) -> np.ndarray:
     """(C, A) distinct alternatives, the base action first: wait (or launch, if the base waits), the
     base task with its steps moved by each of `deltas`, and each other feasible task at the base steps."""
@@ -77,9 +84,9 @@ def candidate_actions(
     base_slot = int(feasible[np.argmax(scores[feasible])])
     step_unit = 2.0 / max(cfg.max_steps - cfg.min_steps, 1)
     out = [base_action]
-    if launches:
+    if launches and task_changes:
         out.append(_with(base_action, execute=-1.0))
-    for slot in feasible:
+    for slot in feasible if task_changes else [base_slot] * int(launches):
         moves = deltas if (slot == base_slot and launches) else (0,)
         for delta in moves:
             steps = float(np.clip(base_action[1] + delta * step_unit, -1.0, 1.0))
@@ -151,7 +158,7 @@ def decide(
 ) -> Decision:
     """The teacher's action at the env's current state (`obs` is its observation)."""
     base_action = np.clip(base.act(one(obs))[0], -1.0, 1.0)
-    candidates = candidate_actions(base_action, obs, env.cfg, settings.step_deltas)
+    candidates = candidate_actions(base_action, obs, env.cfg, settings.step_deltas, settings.task_changes)
     if len(candidates) == 1:
         return Decision(base_action, base_action, 0.0, 1)
     returns = rollout_returns(env, candidates, base, settings.samples, rng)

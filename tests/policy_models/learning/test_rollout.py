@@ -53,6 +53,19 @@ def test_candidates_start_with_the_base_action_and_are_distinct_feasible_decisio
     assert moved == {base_steps - 4, base_steps, base_steps + 4} & in_range
 
 
+def test_a_steps_only_search_moves_only_the_base_decisions_step_count() -> None:
+    _, obs, base = state_with_choices()
+    base_action = np.clip(base.act(one(obs))[0], -1, 1)
+    candidates = candidate_actions(base_action, obs, CFG, (-4, 4), task_changes=False)
+    _, base_slot, base_steps = decision_of(base_action)
+    assert [decision_of(c) for c in candidates] == [
+        (True, base_slot, base_steps + delta) for delta in (0, -4, 4) if 1 <= base_steps + delta <= 32
+    ]
+    waits = base_action.copy()
+    waits[0] = -1.0
+    assert len(candidate_actions(waits, obs, CFG, (-4, 4), task_changes=False)) == 1
+
+
 def test_lockstep_returns_equal_the_base_policy_run_on_each_future_alone() -> None:
     env, obs, base = state_with_choices()
     base_action = np.clip(base.act(one(obs))[0], -1, 1)
