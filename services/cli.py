@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_train(commands)
     _add_label(commands)
+    _add_lookahead(commands)
     _add_reports(commands)
     _add_models(commands)
     _add_calibrate(commands)
@@ -325,6 +326,80 @@ def _add_label(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes, one cluster config at a time each")
     p.add_argument("--out", type=Path, required=True, help="directory for the demonstration files")
     p.set_defaults(handler=run_label)
+
+
+def _add_lookahead(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "lookahead",
+        help="how much the rollout teacher (lookahead over a heuristic) gains over it, seed by seed",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--preset", choices=["paper"], help="the paper's 15 settings")
+    where.add_argument("--nodes", type=int, nargs="+", help="node counts (with --rates)")
+    p.add_argument("--rates", type=float, nargs="+", help="arrival rates, tasks/s (with --nodes)")
+    p.add_argument("--mode", choices=["paper", "warm"], default="paper")
+    p.add_argument("--seeds", type=int, default=5, help="evaluation seeds 1000.. (default 5)")
+    p.add_argument("--base", choices=["reuse", "greedy", "fifo"], default="reuse")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--z", type=float, default=2.0)
+    p.add_argument("--steps-only", action="store_true")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--json", type=Path, help="write the per-seed utilities here")
+    p.set_defaults(handler=run_lookahead)
+
+
+def run_lookahead(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from policy_models.learning.rollout import RolloutSettings
+
+    if args.preset:
+        configs = evaluation.paper_settings(args.mode)
+    elif not args.rates:
+        parser.error("--nodes needs --rates")
+    else:
+        configs = evaluation.grid_settings(args.nodes, args.rates, args.mode)
+    settings = RolloutSettings(samples=args.samples, z=args.z, task_changes=not args.steps_only)
+    seeds = list(evaluation.default_seeds(args.seeds))
+    print(f"rollout over {args.base} ({settings.to_dict()}), seeds {seeds[0]}-{seeds[-1]}: paired gaps")
+    print("| N | λ | teacher | " + args.base + " | gap (95% CI) |\n|---|---|---:|---:|---:|")
+    records = []
+    with ProcessPoolExecutor(max_workers=max(args.workers, 1)) as pool:
+        jobs = [pool.submit(_lookahead_one, cfg, seeds, args.base, settings) for cfg in configs]
+        for cfg, job in zip(configs, jobs, strict=True):
+            teacher, base = job.result()
+            gap = evaluation.estimate([t - b for t, b in zip(teacher, base, strict=True)])
+            print(
+                f"| {cfg.n_servers} | {cfg.arrival_rate:g} | {sum(teacher) / len(seeds):.4f} | "
+                f"{sum(base) / len(seeds):.4f} | {gap.mean:+.4f} ± {gap.ci95:.4f} |",
+                flush=True,
+            )
+            records.append(
+                {
+                    "nodes": cfg.n_servers,
+                    "rate": cfg.arrival_rate,
+                    "seeds": seeds,
+                    "teacher_utility": teacher,
+                    "base_utility": base,
+                }
+            )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rollout": settings.to_dict(), "base": args.base, "rows": records}))
+    return 0
+
+
+def _lookahead_one(
+    cfg: SimConfig, seeds: list[int], base: str, settings: Any
+) -> tuple[list[float], list[float]]:
+    import numpy as np
+
+    from policy_models.learning.demos import base_episode_utility, teacher_episode
+    from policy_models.policies import make_policy
+
+    policy = make_policy(base, cfg)
+    teacher = [teacher_episode(cfg, s, policy, settings, np.random.default_rng(s))[1] for s in seeds]
+    return teacher, [base_episode_utility(cfg, s, policy) for s in seeds]
 
 
 def run_label(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

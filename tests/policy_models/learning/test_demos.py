@@ -78,6 +78,7 @@ def test_deviations_can_count_several_times(recorded: demos.Demonstrations) -> N
     once = demos.replay_buffer(recorded, hinter, agent, seed=0)
     thrice = demos.replay_buffer(recorded, hinter, agent, seed=0, deviation_copies=3)
     assert len(thrice) == len(once) + 2 * deviations
+
     def corrections(buffer: ReplayBuffer) -> int:  # rows whose action corrects the hint
         return int((np.abs(buffer._action[: len(buffer)]).max(1) > 0).sum())
 

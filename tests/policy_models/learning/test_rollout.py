@@ -109,3 +109,20 @@ def test_the_teacher_improves_on_the_reuse_heuristic_over_whole_episodes() -> No
 def test_settings_refuse_too_few_samples() -> None:
     with pytest.raises(ValueError, match="samples"):
         RolloutSettings(samples=1)
+
+
+def test_label_and_lookahead_commands(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from policy_models.learning.demos import load_directory
+    from services.cli import main
+
+    small = ["--nodes", "4", "--samples", "2", "--z", "0"]
+    assert main(["label", *small, "--rate", "0.07", "--episodes", "1", "--out", str(tmp_path / "d")]) == 0
+    (found,) = load_directory(tmp_path / "d")
+    assert found.config == CFG and found.meta["seeds"] == [100_000]
+    out = tmp_path / "lookahead.json"
+    assert main(["lookahead", *small, "--rates", "0.07", "--seeds", "2", "--json", str(out)]) == 0
+    assert "| 4 | 0.07 |" in capsys.readouterr().out
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["seeds"] == [1000, 1001] and len(row["teacher_utility"]) == len(row["base_utility"]) == 2
