@@ -144,3 +144,21 @@ def test_executor_reports_in_docs_bench_become_a_table(tmp_path: Path) -> None:
     report["device"] = "cuda:0"
     (tmp_path / "executor-cuda-512.json").write_text(json.dumps(report))
     assert not any("No GPU figures yet" in line for line in executor_section(tmp_path))
+
+
+def test_lookahead_reports_in_docs_bench_become_a_gap_row(tmp_path: Path) -> None:
+    from services.reports.results import lookahead_section
+
+    assert lookahead_section(tmp_path) == []
+    rows = [
+        {"nodes": 4, "rate": 0.01, "seeds": [1000, 1001, 1002], "teacher_utility": [9.5, 9.6, 9.7],
+         "base_utility": [9.4, 9.5, 9.6]},
+        {"nodes": 4, "rate": 0.03, "seeds": [1000, 1001, 1002], "teacher_utility": [9.0, 9.3, 9.1],
+         "base_utility": [9.1, 9.1, 9.2]},
+    ]  # fmt: skip
+    report = {"base": "reuse", "rollout": {"samples": 16, "z": 2.0}, "rows": rows}
+    (tmp_path / "lookahead-paper.json").write_text(json.dumps(report))
+    lines = lookahead_section(tmp_path)
+    assert lines[0].startswith("## Headroom: a lookahead over the reuse heuristic")
+    row = next(line for line in lines if line.startswith("| lookahead − reuse |"))
+    assert "▲ +0.10 ± 0.00" in row and "= +0.00" in row and row.endswith("| 1 / 1 / 0 |")
