@@ -121,9 +121,16 @@ class Stack:
         return process
 
     def start(self, timeout_s: float = 90.0) -> None:
-        for name in self.service_names():
-            self.start_service(name)
-        self.wait_ready(timeout_s)
+        """Start every service and wait until all serve. If they do not (a service exits, time runs out,
+        or the caller is interrupted), whatever was started is stopped before the error goes up: a
+        failed start never leaves service processes behind."""
+        try:
+            for name in self.service_names():
+                self.start_service(name)
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, timeout_s: float = 90.0, names: list[str] | None = None) -> None:
         """Block until the named services (default: all) serve; StackError if one exits or time runs out."""

@@ -188,8 +188,8 @@ def run_throughput(settings: PipelineSettings) -> dict[str, Any]:
             log_level="warning",
         )
     )
-    stack.start()
     try:
+        stack.start()
         client = Client(settings.amqp_url)
         run_id = uuid.uuid4().hex[:6]
         warm = benchmark_submissions(settings.warmup, f"warm-{run_id}")

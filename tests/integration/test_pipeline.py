@@ -7,6 +7,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pika
 import pytest
@@ -15,7 +16,7 @@ from eat.v1 import common_pb2, tasks_pb2
 from services.client import Client
 from services.common.topology import DEAD_LETTER_QUEUE, REASON_HEADER
 from services.common.vhost import drop_connections
-from services.stack import Stack
+from services.stack import Stack, StackConfig, StackError
 
 pytestmark = pytest.mark.slow
 MODELS = ("sd-a", "sd-b")
@@ -190,3 +191,12 @@ def test_an_aggregator_crash_loses_nothing(make_stack, amqp_url: str) -> None:
             kinds_per_task.setdefault(event.task_id, set()).add(event.kind)
     assert all(kinds == {"completed"} for kinds in kinds_per_task.values())
     client.close()
+
+
+def test_a_stack_that_does_not_come_up_leaves_no_process_behind(amqp_url: str, tmp_path: Path) -> None:
+    """Readiness cannot be reached in 10 ms (the services take seconds to start): start raises, and
+    every service it launched has been stopped."""
+    stack = Stack(StackConfig(amqp_url=amqp_url, work_dir=tmp_path / "stack", executors=1))
+    with pytest.raises(StackError, match="not ready"):
+        stack.start(timeout_s=0.01)
+    assert stack.processes and all(process.poll() is not None for process in stack.processes.values())
