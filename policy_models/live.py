@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from policy_models.config import SimConfig, warm_config
-from policy_models.obs import MAX_MODELS, ClusterView, Observation, ObservationSpec, encode_one
+from policy_models.obs import MAX_MODELS, ClusterView, Observation, ObservationSpec, batch_of_one, encode_one
 from policy_models.policies.base import Policy
 from policy_models.selector import choose_task, decode_execute, decode_steps, select_gang_warm
 
@@ -152,8 +152,7 @@ def _model_ids(names: Sequence[str], catalog: ModelCatalog) -> list[int]:
 
 def observe(snapshot: Snapshot, cfg: SimConfig, catalog: ModelCatalog) -> Observation:
     """The policy's observation of a snapshot, batched (B = 1)."""
-    obs = encode_one(cluster_view(snapshot, cfg, catalog), _spec(cfg))
-    return {key: value[None] for key, value in obs.items()}
+    return batch_of_one(encode_one(cluster_view(snapshot, cfg, catalog), _spec(cfg)))
 
 
 @lru_cache(maxsize=16)

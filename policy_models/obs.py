@@ -332,6 +332,16 @@ def take(obs: Observation, index: int | np.ndarray | slice) -> Observation:
     return {key: value[index] for key, value in obs.items()}
 
 
+def batch_of_one(obs: Observation) -> Observation:
+    """A single environment's observation as a batch of one (what policies act on)."""
+    return {key: value[None] for key, value in obs.items()}
+
+
+def stack(observations: list[Observation]) -> Observation:
+    """Single environments' observations as one batch, in order."""
+    return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+
+
 @dataclass
 class ClusterView:
     """Unnormalised state of one cluster at a decision epoch, as plain lists.

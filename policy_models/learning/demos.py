@@ -25,8 +25,8 @@ from policy_models.config import SimConfig
 from policy_models.learning.agents import AgentConfig
 from policy_models.learning.buffer import ReplayBuffer
 from policy_models.learning.hints import from_env_action, observation_shapes, with_hint
-from policy_models.learning.rollout import RolloutSettings, decide, one
-from policy_models.obs import ObservationSpec
+from policy_models.learning.rollout import RolloutSettings, decide
+from policy_models.obs import ObservationSpec, batch_of_one
 from policy_models.policies import Policy
 from policy_models.sim.env import ClusterEnv
 
@@ -104,7 +104,7 @@ def base_episode_utility(config: SimConfig, seed: int, base: Policy) -> float:
     obs, _ = env.reset(seed=seed)
     done = False
     while not done:
-        obs, _, terminated, truncated, _ = env.step(base.act(one(obs))[0])
+        obs, _, terminated, truncated, _ = env.step(base.act(batch_of_one(obs))[0])
         done = terminated or truncated
     return env.episode_stats().utility
 

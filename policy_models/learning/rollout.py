@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from policy_models.config import SimConfig
-from policy_models.obs import Observation
+from policy_models.obs import Observation, batch_of_one, stack
 from policy_models.policies import Policy
 from policy_models.policies.base import TaskFeatures
 from policy_models.selector import decode_steps
@@ -58,15 +58,6 @@ class Decision:
     candidates: int
 
 
-def one(obs: Observation) -> Observation:
-    """A single observation as a batch of one."""
-    return {key: value[None] for key, value in obs.items()}
-
-
-def stack(observations: list[Observation]) -> Observation:
-    return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
-
-
 def candidate_actions(
     base_action: np.ndarray,
     obs: Observation,
@@ -76,7 +67,7 @@ def candidate_actions(
 ) -> np.ndarray:
     """(C, A) distinct alternatives, the base action first: wait (or launch, if the base waits), the
     base task with its steps moved by each of `deltas`, and each other feasible task at the base steps."""
-    feasible = np.flatnonzero(TaskFeatures(one(obs), cfg).feasible[0])
+    feasible = np.flatnonzero(TaskFeatures(batch_of_one(obs), cfg).feasible[0])
     if feasible.size == 0:
         return base_action[None].copy()
     launches = base_action[0] > 0.0
@@ -157,7 +148,7 @@ def decide(
     env: ClusterEnv, obs: Observation, base: Policy, settings: RolloutSettings, rng: np.random.Generator
 ) -> Decision:
     """The teacher's action at the env's current state (`obs` is its observation)."""
-    base_action = np.clip(base.act(one(obs))[0], -1.0, 1.0)
+    base_action = np.clip(base.act(batch_of_one(obs))[0], -1.0, 1.0)
     candidates = candidate_actions(base_action, obs, env.cfg, settings.step_deltas, settings.task_changes)
     if len(candidates) == 1:
         return Decision(base_action, base_action, 0.0, 1)

@@ -10,9 +10,9 @@ from policy_models.learning.rollout import (
     RolloutSettings,
     candidate_actions,
     decide,
-    one,
     rollout_returns,
 )
+from policy_models.obs import batch_of_one
 from policy_models.policies.base import TaskFeatures
 from policy_models.policies.heuristics import ReuseAwarePolicy
 from policy_models.selector import decode_steps
@@ -26,8 +26,8 @@ def state_with_choices(seed: int = 1000) -> tuple[ClusterEnv, dict[str, np.ndarr
     env, base = ClusterEnv(CFG), ReuseAwarePolicy(CFG)
     obs, _ = env.reset(seed=seed)
     while True:
-        action = base.act(one(obs))[0]
-        if action[0] > 0 and TaskFeatures(one(obs), CFG).feasible[0].sum() >= 2:
+        action = base.act(batch_of_one(obs))[0]
+        if action[0] > 0 and TaskFeatures(batch_of_one(obs), CFG).feasible[0].sum() >= 2:
             return env, obs, base
         obs, *_ = env.step(action)
 
@@ -39,13 +39,13 @@ def decision_of(action: np.ndarray) -> tuple[bool, int, int]:
 
 def test_candidates_start_with_the_base_action_and_are_distinct_feasible_decisions() -> None:
     _, obs, base = state_with_choices()
-    base_action = np.clip(base.act(one(obs))[0], -1, 1)
+    base_action = np.clip(base.act(batch_of_one(obs))[0], -1, 1)
     candidates = candidate_actions(base_action, obs, CFG, (-4, 4))
     np.testing.assert_array_equal(candidates[0], base_action)
     decisions = [decision_of(c) if c[0] > 0 else (False, -1, -1) for c in candidates]
     assert len(set(decisions)) == len(decisions)
     assert (False, -1, -1) in decisions  # waiting is a candidate when the base launches
-    feasible = set(np.flatnonzero(TaskFeatures(one(obs), CFG).feasible[0]).tolist())
+    feasible = set(np.flatnonzero(TaskFeatures(batch_of_one(obs), CFG).feasible[0]).tolist())
     assert {slot for launches, slot, _ in decisions if launches} == feasible
     _, base_slot, base_steps = decision_of(base_action)
     moved = {steps for launches, slot, steps in decisions if launches and slot == base_slot}
@@ -55,7 +55,7 @@ def test_candidates_start_with_the_base_action_and_are_distinct_feasible_decisio
 
 def test_a_steps_only_search_moves_only_the_base_decisions_step_count() -> None:
     _, obs, base = state_with_choices()
-    base_action = np.clip(base.act(one(obs))[0], -1, 1)
+    base_action = np.clip(base.act(batch_of_one(obs))[0], -1, 1)
     candidates = candidate_actions(base_action, obs, CFG, (-4, 4), task_changes=False)
     _, base_slot, base_steps = decision_of(base_action)
     assert [decision_of(c) for c in candidates] == [
@@ -68,7 +68,7 @@ def test_a_steps_only_search_moves_only_the_base_decisions_step_count() -> None:
 
 def test_lockstep_returns_equal_the_base_policy_run_on_each_future_alone() -> None:
     env, obs, base = state_with_choices()
-    base_action = np.clip(base.act(one(obs))[0], -1, 1)
+    base_action = np.clip(base.act(batch_of_one(obs))[0], -1, 1)
     candidates = candidate_actions(base_action, obs, CFG, (-4, 4))
     before = (env.now, env.episode_stats())
     returns = rollout_returns(env, candidates, base, 3, np.random.default_rng(7))
@@ -82,7 +82,7 @@ def test_lockstep_returns_equal_the_base_policy_run_on_each_future_alone() -> No
             step_obs, reward, terminated, truncated, _ = fork.step(action)
             total += reward
             done = terminated or truncated
-            action = base.act(one(step_obs))[0]
+            action = base.act(batch_of_one(step_obs))[0]
         assert returns[1, s] == pytest.approx(total, rel=1e-12)
 
 

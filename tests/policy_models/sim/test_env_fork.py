@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from policy_models.config import SimConfig, paper_config, warm_config
+from policy_models.obs import batch_of_one
 from policy_models.policies.heuristics import ReuseAwarePolicy
 from policy_models.sim.env import ClusterEnv
 
@@ -15,7 +16,7 @@ CONFIGS = [paper_config(4, 0.07), paper_config(8, 0.1), warm_config(8, 0.1)]
 def run_to_end(env: ClusterEnv, obs: dict[str, np.ndarray], policy: ReuseAwarePolicy) -> list[float]:
     rewards, done = [], False
     while not done:
-        obs, reward, terminated, truncated, _ = env.step(policy.act({k: v[None] for k, v in obs.items()})[0])
+        obs, reward, terminated, truncated, _ = env.step(policy.act(batch_of_one(obs))[0])
         rewards.append(reward)
         done = terminated or truncated
     return rewards
@@ -25,7 +26,7 @@ def midway(cfg: SimConfig, decisions: int = 6) -> tuple[ClusterEnv, dict[str, np
     env, policy = ClusterEnv(cfg), ReuseAwarePolicy(cfg)
     obs, _ = env.reset(seed=3)
     for _ in range(decisions):
-        obs, *_ = env.step(policy.act({k: v[None] for k, v in obs.items()})[0])
+        obs, *_ = env.step(policy.act(batch_of_one(obs))[0])
     return env, obs, policy
 
 
