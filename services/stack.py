@@ -11,6 +11,7 @@ grace period.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,10 +31,28 @@ class StackError(RuntimeError):
     """The stack could not start (a service exited or did not become ready in time)."""
 
 
+# Ports handed to services come from below the kernel's ephemeral range (32768+ by default): a port
+# the kernel picked for bind(0) and that was released could be handed again to any outbound connection
+# (the services open many to RabbitMQ) before the service binds it.
+SERVICE_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, outside the ephemeral range, not handed out before by this process."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.choice(SERVICE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise StackError(f"no free port in {SERVICE_PORTS}")
 
 
 @dataclass

@@ -200,3 +200,10 @@ def test_a_stack_that_does_not_come_up_leaves_no_process_behind(amqp_url: str, t
     with pytest.raises(StackError, match="not ready"):
         stack.start(timeout_s=0.01)
     assert stack.processes and all(process.poll() is not None for process in stack.processes.values())
+
+
+def test_service_ports_are_distinct_and_outside_the_ephemeral_range() -> None:
+    from services.stack import SERVICE_PORTS, free_port
+
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50 and all(port in SERVICE_PORTS for port in ports)
