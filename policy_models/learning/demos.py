@@ -110,9 +110,14 @@ def base_episode_utility(config: SimConfig, seed: int, base: Policy) -> float:
 
 
 # ----- files ---------------------------------------------------------------------------------------------
+def config_key(config: SimConfig) -> str:
+    """The whole config as canonical JSON: what files are matched on and named by."""
+    return json.dumps(config.to_dict(), sort_keys=True)
+
+
 def file_stem(config: SimConfig) -> str:
     """A readable name for a config's files, unique by a hash of the whole config."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(config_key(config).encode()).hexdigest()[:10]
     return f"{config.mode}-n{config.n_servers}-rate{config.arrival_rate:g}-{digest}"
 
 
@@ -142,10 +147,10 @@ def load_directory(directory: Path) -> list[Demonstrations]:
 
 def for_configs(found: list[Demonstrations], configs: tuple[SimConfig, ...]) -> list[Demonstrations]:
     """The demonstrations of each training config, in order; an error names a config without any."""
-    by_config = {json.dumps(d.config.to_dict(), sort_keys=True): d for d in found}
+    by_config = {config_key(d.config): d for d in found}
     chosen = []
     for config in configs:
-        demos = by_config.get(json.dumps(config.to_dict(), sort_keys=True))
+        demos = by_config.get(config_key(config))
         if demos is None:
             raise ValueError(f"no demonstrations for the cluster config {file_stem(config)}")
         chosen.append(demos)

@@ -37,7 +37,7 @@ from policy_models.config import SimConfig
 from policy_models.learning.agents import AgentConfig, build_agent
 from policy_models.learning.train import Progress, TrainSettings, checkpoint_config
 from policy_models.live import ModelCatalog, Snapshot, live_config, snapshot_from_view
-from policy_models.obs import ObservationSpec
+from policy_models.obs import ObservationSpec, batch_of_one
 from policy_models.policies import make_policy
 from policy_models.sim.env import ClusterEnv
 from services.bench.cost import (
@@ -90,8 +90,7 @@ def sim_snapshots(cfg: SimConfig, count: int, seed: int = SEED) -> list[Snapshot
     snapshots = []
     while len(snapshots) < count:
         snapshots.append(snapshot_from_view(env.view(), catalog, cfg.visible_queue))
-        batched = {k: v[None] for k, v in obs.items()}
-        obs, _, terminated, truncated, _ = env.step(policy.act(batched)[0])
+        obs, _, terminated, truncated, _ = env.step(policy.act(batch_of_one(obs))[0])
         if terminated or truncated:
             obs, _ = env.reset()
     return snapshots
