@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_label(commands)
     _add_lookahead(commands)
+    _add_floor(commands)
     _add_reports(commands)
     _add_models(commands)
     _add_calibrate(commands)
@@ -326,6 +327,49 @@ def _add_label(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes, one cluster config at a time each")
     p.add_argument("--out", type=Path, required=True, help="directory for the demonstration files")
     p.set_defaults(handler=run_label)
+
+
+def _add_floor(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "floor",
+        help="a hindsight floor on mean response: no schedule serving every task at the quality beats it",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--preset", choices=["paper"], help="the paper's 15 settings")
+    where.add_argument("--nodes", type=int, nargs="+", help="node counts (with --rates)")
+    p.add_argument("--rates", type=float, nargs="+", help="arrival rates, tasks/s (with --nodes)")
+    p.add_argument("--quality", type=float, default=0.26, help="mean quality every schedule must reach")
+    p.add_argument("--seeds", type=int, default=10, help="seeds per setting (default 10)")
+    p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
+    p.set_defaults(handler=run_floor)
+
+
+def run_floor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from policy_models.bounds import setting_floors
+
+    if args.preset:
+        configs = evaluation.paper_settings()
+    elif not args.rates:
+        parser.error("--nodes needs --rates")
+    else:
+        configs = evaluation.grid_settings(args.nodes, args.rates, "paper")
+    seeds = evaluation.default_seeds(args.seeds, args.seed_base)
+    quality, first, last = args.quality, seeds[0], seeds[-1]
+    print(f"hindsight floor on mean response (s) at mean quality >= {quality:g}, seeds {first}-{last}")
+    print("| N | λ | floor (95% CI) | wait + init | run |\n|---|---|---:|---:|---:|")
+    for cfg in configs:
+        try:
+            floors = setting_floors(cfg, seeds, args.quality)
+        except ValueError as err:
+            parser.error(str(err))
+        total = evaluation.estimate([f.mean_response_s for f in floors])
+        wait_init = sum(f.wait_init_s / f.tasks for f in floors) / len(floors)
+        run = sum(f.run_s / f.tasks for f in floors) / len(floors)
+        print(
+            f"| {cfg.n_servers} | {cfg.arrival_rate:g} | {total.mean:.1f} ± {total.ci95:.1f} | "
+            f"{wait_init:.1f} | {run:.1f} |"
+        )
+    return 0
 
 
 def _add_lookahead(commands: argparse._SubParsersAction) -> None:

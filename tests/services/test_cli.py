@@ -39,6 +39,18 @@ def test_eval_rejects_an_unknown_policy() -> None:
         main(["eval", "--nodes", "4", "--rates", "0.05", "--policies", "no-such-policy"])
 
 
+def test_floor_prints_one_row_per_setting_and_rejects_an_unreachable_quality(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(["floor", "--nodes", "4", "8", "--rates", "0.05", "--seeds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "mean quality >= 0.26, seeds 1000-1002" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 4 |") or line.startswith("| 8 |")]
+    assert len(rows) == 2
+    with pytest.raises(SystemExit):
+        main(["floor", "--nodes", "4", "--rates", "0.05", "--quality", "0.5"])
+
+
 def test_bench_sim_writes_the_report_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "bench.json"
     argv = ["bench", "sim", "--quick", "--nodes", "4", "--batches", "1", "8", "--seconds", "0.2"]

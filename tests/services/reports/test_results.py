@@ -14,7 +14,14 @@ from policy_models.evaluation import evaluate_policy
 from policy_models.learning.agents import AgentConfig
 from policy_models.learning.train import TrainSettings, train
 from services.cli import main
-from services.reports.results import card_paragraph, gap_section, make_card, shipped_policies, write_results
+from services.reports.results import (
+    card_paragraph,
+    floor_section,
+    gap_section,
+    make_card,
+    shipped_policies,
+    write_results,
+)
 
 torch.set_num_threads(1)
 
@@ -74,6 +81,21 @@ def test_the_gap_section_sets_eat_against_the_heuristic_seed_by_seed() -> None:
     assert eat.count("▼") == 2 and eat.endswith("| 0 / 0 / 2 |")
     assert cross.count("= +0.00") == 2 and cross.endswith("| 0 / 2 / 0 |")
     assert gap_section(rows, configs) == []  # no EAT row, no section
+
+
+def test_the_floor_section_names_the_settings_where_the_paper_share_is_out_of_reach() -> None:
+    seeds = tuple(range(1000, 1010))
+    lines = floor_section([], seeds)
+    floor = next(line for line in lines if line.startswith("| floor, mean quality"))
+    share = next(line for line in lines if line.startswith("| 0.7 × paper EAT"))
+    cells = lambda line: line.strip("|").split("|")[1:]  # noqa: E731
+    floors = [float(cell.split("±")[0]) for cell in cells(floor)]
+    shares = [float(cell) for cell in cells(share)]
+    assert len(floors) == len(shares) == 15
+    verdict = next(line for line in lines if "lies below the floor at" in line)
+    below = [i for i, (f, s) in enumerate(zip(floors, shares, strict=True)) if s < f]
+    assert verdict.count("N=") == len(below) >= 1
+    assert "N=4 λ=0.03" in verdict  # 0.7 × 21.4 s = 15.0 s, under every schedule's floor there
 
 
 def test_results_document_puts_ours_beside_the_paper(run_dir: Path, tmp_path: Path) -> None:
