@@ -25,6 +25,7 @@ tightest where arrivals are sparse and the cost is the reloads that alternating 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,21 +152,39 @@ def episode_floor(workload: Workload, cfg: SimConfig, quality_floor: float) -> R
     """The floor for the first row of `workload` in paper mode."""
     if cfg.mode != "paper":
         raise ValueError("the response floor follows the paper-mode reload rule")
-    profile = cfg.profile
-    speed = max(cfg.speeds)
-    step_s = {k: s / speed for k, s in profile.step_s.items()}
     arrival, patches = workload.arrival_s[0], workload.patches[0]
-    quality = profile_quality_table(cfg.profile_name, cfg.max_steps)
     return ResponseFloor(
         tasks=len(arrival),
-        wait_init_s=wait_init_floor(arrival, patches, cfg.n_servers, profile.init_s),
-        run_s=run_floor(patches, step_s, quality, quality_floor, cfg.min_steps),
+        wait_init_s=wait_init_floor(arrival, patches, cfg.n_servers, cfg.profile.init_s),
+        run_s=_run_floor(cfg, patches, quality_floor),
     )
 
 
 def seed_floor(cfg: SimConfig, seed: int, quality_floor: float) -> ResponseFloor:
     """The floor for the first episode an environment seeded with `seed` plays."""
-    return episode_floor(sample_workload(make_rng(seed), cfg), cfg, quality_floor)
+    wait_init, patches = _seed_wait_init(cfg, seed)
+    return ResponseFloor(
+        tasks=len(patches), wait_init_s=wait_init, run_s=_run_floor(cfg, patches, quality_floor)
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _seed_wait_init(cfg: SimConfig, seed: int) -> tuple[float, tuple[int, ...]]:
+    """The dynamic programme's part, which does not depend on the quality (evaluations ask for the
+    same workload at each policy's quality)."""
+    if cfg.mode != "paper":
+        raise ValueError("the response floor follows the paper-mode reload rule")
+    workload = sample_workload(make_rng(seed), cfg)
+    arrival, patches = workload.arrival_s[0], workload.patches[0]
+    wait_init = wait_init_floor(arrival, patches, cfg.n_servers, cfg.profile.init_s)
+    return wait_init, tuple(int(k) for k in patches)
+
+
+def _run_floor(cfg: SimConfig, patches: Sequence[int], quality_floor: float) -> float:
+    speed = max(cfg.speeds)
+    step_s = {k: s / speed for k, s in cfg.profile.step_s.items()}
+    quality = profile_quality_table(cfg.profile_name, cfg.max_steps)
+    return run_floor(np.asarray(patches), step_s, quality, quality_floor, cfg.min_steps)
 
 
 def setting_floors(cfg: SimConfig, seeds: Sequence[int], quality_floor: float) -> list[ResponseFloor]:

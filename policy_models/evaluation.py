@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from policy_models.bounds import seed_floor
 from policy_models.config import PAPER_SETTINGS, Mode, SimConfig, paper_config, warm_config
 from policy_models.policies import Policy, make_policy
 from policy_models.sim.batched import BatchedClusterSim
@@ -122,6 +123,9 @@ class EvalRow:
     lower_bound_s: float
     # Utility of each seed's episode, in seed order: paired comparisons of two policies (`paired_gap`).
     seed_utilities: tuple[float, ...] = ()
+    # Response over the hindsight floor at the episode's own mean quality (policy_models.bounds): how
+    # far from the fastest any schedule could be at that quality (paper mode, every task served).
+    response_to_floor: Estimate = Estimate(math.nan, math.nan)
     prepare_s: float = field(default=0.0, compare=False)
     run_s: float = field(default=0.0, compare=False)
 
@@ -167,7 +171,18 @@ def summarise(name: str, cfg: SimConfig, seeds: Sequence[int], episodes: Sequenc
         unserved=per_seed(lambda e: e.unserved),
         lower_bound_s=float(np.nanmean([e.lower_bound_s for e in episodes])),
         seed_utilities=tuple(float(e.utility) for e in episodes),
+        response_to_floor=estimate(
+            [response_to_floor(cfg, s, e) for s, e in zip(seeds, episodes, strict=True)]
+        ),
     )
+
+
+def response_to_floor(cfg: SimConfig, seed: int, episode: EpisodeStats) -> float:
+    """An episode's mean response over the floor at its own mean quality; nan where the floor does not
+    apply (warm mode, or tasks left unserved)."""
+    if cfg.mode != "paper" or episode.launched == 0 or episode.launched < episode.arrived:
+        return math.nan
+    return episode.mean_response_s / seed_floor(cfg, seed, episode.mean_quality).mean_response_s
 
 
 def paired_gap(row: EvalRow, baseline: EvalRow) -> Estimate:
@@ -238,6 +253,7 @@ def row_record(row: EvalRow) -> dict[str, Any]:
         "utility_ci95": row.utility.ci95,
         "lower_bound_s": row.lower_bound_s,
         "ratio_to_lower_bound": row.ratio_to_lower_bound,
+        "response_to_floor": row.response_to_floor.mean,
     }
     record = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in values.items()}
     record["wall_s"] = {"prepare": row.prepare_s, "run": row.run_s}
@@ -295,6 +311,10 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("Utility (reward per task), mean ± 95% CI", lambda r: _with_ci(r.utility, 2)),
     TableSpec("Unserved tasks at the time limit", lambda r: _fmt(r.unserved.mean, 1)),
     TableSpec("Response time / lower bound", lambda r: _fmt(r.ratio_to_lower_bound, 2)),
+    TableSpec(
+        "Response time / hindsight floor at the policy's own quality (`eat floor`; paper mode)",
+        lambda r: _with_ci(r.response_to_floor, 2),
+    ),
 )
 
 

@@ -10,7 +10,8 @@ from policy_models.bounds import run_floor, seed_floor, wait_init_floor
 from policy_models.config import paper_config
 from policy_models.evaluation import first_episodes
 from policy_models.policies import make_policy
-from policy_models.profiles import profile_quality_table
+from policy_models.profiles import profile_min_steps, profile_quality_table
+from policy_models.workload import make_rng, sample_workload
 
 INIT = {1: 24.0, 2: 24.0, 4: 32.0}
 
@@ -59,6 +60,19 @@ def test_run_floor_meets_the_quality_with_the_fewest_seconds() -> None:
     assert run_floor(patches, step_s, quality, 0.0) == pytest.approx(sum(step_s[int(k)] for k in patches))
     with pytest.raises(ValueError, match="above the best quality"):
         run_floor(patches, step_s, quality, 0.5)
+
+
+def test_the_floor_reads_the_workload_the_evaluation_plays() -> None:
+    # The run-only lower bound the simulator records sums each arrived task's fastest run at the
+    # threshold's steps: it matches the one computed from the workload `seed_floor` reads.
+    cfg = paper_config(4, 0.05)
+    seeds = [1000, 1001, 1002]
+    lb_steps = profile_min_steps(cfg.profile_name, cfg.reward.quality_threshold, cfg.max_steps)
+    for seed, episode in zip(seeds, first_episodes(make_policy("reuse", cfg), cfg, seeds), strict=True):
+        workload = sample_workload(make_rng(seed), cfg)
+        expected = sum(cfg.profile.step_s[int(k)] * lb_steps for k in workload.patches[0])
+        assert episode.arrived == workload.patches.shape[1]
+        assert episode.sum_lower_bound_s == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(("nodes", "rate"), [(4, 0.01), (4, 0.09), (8, 0.1), (12, 0.15)])

@@ -43,6 +43,7 @@ RECORD_KEYS = {
     "mode",
     "profile",
     "ratio_to_lower_bound",
+    "response_to_floor",
     "wall_s",
 }
 
@@ -81,6 +82,13 @@ def test_lower_bound_is_below_every_policys_response(rows: list[EvalRow]) -> Non
     for row in rows:
         assert 0.0 < row.lower_bound_s <= row.response_s.mean
         assert row.ratio_to_lower_bound >= 1.0
+        # The hindsight floor is tighter than the run-only bound and still under the response.
+        assert 1.0 <= row.response_to_floor.mean < row.ratio_to_lower_bound
+
+
+def test_warm_mode_has_no_floor() -> None:
+    (row,) = evaluate(["fifo"], [make_setting(8, 0.1, mode="warm")], default_seeds(2))
+    assert math.isnan(row.response_to_floor.mean) and math.isfinite(row.response_s.mean)
 
 
 def test_two_runs_give_identical_rows(rows: list[EvalRow]) -> None:
@@ -106,7 +114,7 @@ def test_ci_edge_cases() -> None:
 
 def test_markdown_has_a_table_per_metric_with_policy_rows(rows: list[EvalRow]) -> None:
     report = markdown_report(rows)
-    assert report.count("| Policy | N=4 λ=0.05 |") == 6
+    assert report.count("| Policy | N=4 λ=0.05 |") == 7
     assert "| random |" in report and "| fifo |" in report
     assert "±" in report
 
