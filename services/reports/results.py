@@ -197,7 +197,7 @@ def metric_table(
             match = [
                 r for r in rows if r.policy == name and (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)
             ]
-            cells.append(_cell(getattr(match[0], metric), fmt) if match else "–")
+            cells.append(format_cell(getattr(match[0], metric), fmt) if match else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         paper = TABLES.get(metric, {}).get(PAPER_NAMES.get(name, "")) if with_paper else None
         if paper is not None:
@@ -207,7 +207,7 @@ def metric_table(
     return lines
 
 
-def _cell(estimate: Any, fmt: str) -> str:
+def format_cell(estimate: Any, fmt: str) -> str:
     text = fmt.format(estimate.mean) if math.isfinite(estimate.mean) else "–"
     return f"{text} ± {fmt.format(estimate.ci95)}" if math.isfinite(estimate.ci95) else text
 
@@ -392,7 +392,7 @@ def floor_section(
         "| | " + " | ".join(header) + " |",
         "|---|" + "---:|" * len(header),
         f"| floor, mean quality ≥ {FLOOR_QUALITY:g} | "
-        + " | ".join(_cell(f, "{:.1f}") for f in floors)
+        + " | ".join(format_cell(f, "{:.1f}") for f in floors)
         + " |",
     ]
     eat = [_row_for(rows, "eat", cfg) for cfg in configs]
