@@ -5,22 +5,24 @@ Response = wait + init + run. The floor adds two parts, each a lower bound for e
 
 * **run**: the least total run time over step counts whose mean quality reaches the floor
   (`run_floor`, a Lagrangian bound of that knapsack: valid for every multiplier, we keep the best).
-* **wait + init** (`wait_init_floor`), from three facts of the paper-mode rules:
-  1. Nothing is loaded at t=0, and a group of k servers exists only once a task that loaded it has
-     finished, so task j pays at least `init[k_j] - arrival_j` in wait or init.
-  2. Where a task may span the whole cluster (k = N), call tasks of size N class F and the rest
-     class R. Right after an F task starts, its group covers every server, so the next task to start,
-     if of class R, finds no group of its size and must load; right after an R task starts, no
-     intact N-group exists, so the next F task must load. Hence, in start order, the first task after
-     every change of class loads (and so does the very first task).
-  3. Tasks start no earlier than they arrive.
-  Everything else (server capacity, loads inside a class) is relaxed away, so a schedule is just an
-  alternation of class phases: a task of the running class starts on arrival, one of the other class
-  waits for the next switch, and one task per switch pays its init. The best such alternation is a
-  small dynamic programme over switch times, which only need to be arrival times.
+* **wait + init** (`wait_init_floor`), from the paper-mode reload rule. Where a task may span the
+  whole cluster (k = N), call tasks of size N class F and the rest class R. Right after an F task
+  starts, its group covers every server, so no R group is left; right after an R task starts, no
+  intact N-group is left. So in start order the tasks form phases of one class, and:
+  1. when a phase starts (at its first task's start sigma; the first phase included, as nothing is
+     loaded at t=0), no group of its class exists: each task of the phase either loads (init[k]) or
+     reuses a group a task of this phase loaded, which it can do only from sigma + init[k] on. A task
+     that arrived by sigma therefore pays at least (sigma - arrival) + init[k]; one arriving later,
+     at least sigma + init[k] - arrival, if that is positive;
+  2. a phase lasts at least the init of its class (its first task loads, and the next phase needs
+     the servers it holds), so the next phase starts no earlier than its start plus that init;
+  3. tasks start no earlier than they arrive.
+  Server capacity inside a phase is relaxed away. The least cost over all alternations of phases is
+  a small dynamic programme over phase starts, which can be taken at arrival times (moving a start
+  back to the latest arrival before it helps every task).
 
-Capacity is ignored, so the floor is loose where queues build up (high rates, the t=0 batch); it is
-tightest where arrivals are sparse and the cost is the reloads that alternating sizes force.
+Capacity inside a phase is ignored, so the floor is loose where queues of one class build up (high
+rates); it is tight where arrivals are sparse and the cost is the reloads that alternating sizes force.
 """
 
 from __future__ import annotations
@@ -83,69 +85,74 @@ def wait_init_floor(
     arrival = np.asarray(arrival_s, dtype=np.float64)[order]
     size = np.asarray(patches)[order]
     init = np.array([init_s[int(k)] for k in size])
-    own_floor = np.maximum(init - arrival, 0.0)  # fact 1
-    full = size == n_servers
-    times = np.unique(arrival)
-    if full.all() or not full.any():  # one class: every task may start on arrival, fact 1 remains
-        return float(own_floor.sum())
-    return _alternation_floor(arrival, full, init, own_floor, times)
+    return _PhaseProgramme(arrival, (size == n_servers).astype(int), init).least_cost()
 
 
-def _alternation_floor(
-    arrival: np.ndarray, full: np.ndarray, init: np.ndarray, own_floor: np.ndarray, times: np.ndarray
-) -> float:
-    """The dynamic programme over class phases (fact 2). best[e, c]: least cost of every task of class
-    c arrived by times[e] and of class 1-c arrived by the previous switch, given a switch into class c
-    at times[e] (the first phase has no previous switch: all earlier tasks of the other class wait)."""
-    n_times = len(times)
-    cls = full.astype(int)  # 1 = F (whole cluster), 0 = R
-    at = np.searchsorted(times, arrival)  # index of each task's arrival time
+class _PhaseProgramme:
+    """The dynamic programme over phases. A phase of class c switched into at times[e] after one
+    switched into at times[b] starts at sigma >= max(times[e], times[b] + the least init of class
+    1-c) (fact 2; times[b] stands for that phase's own start, which is no earlier). A task of class c
+    arrived since the phase before (or at all, before the first phase of its class) waits for it; one
+    arriving while its class runs joins it (fact 1 both). The last phase must leave no task waiting.
 
-    def switch_cost(c: int, after: int, e: int) -> float:
-        """Tasks of class c arrived in (times[after], times[e]] (all up to times[e] if after < 0) start
-        at times[e]; the cheapest of them to load pays its init (inf if there are none)."""
-        pick = (cls == c) & (at <= e) & (at > after)
-        if not pick.any():
-            return np.inf
-        wait = times[e] - arrival[pick]
-        floor = own_floor[pick]
-        base = np.maximum(floor, wait)
-        extra = np.maximum(floor, wait + init[pick]) - base
-        return float(base.sum() + extra.min())
+    best[e, c, f]: least cost of the tasks settled by a switch into class c at times[e], f = 1 when
+    it is the first phase. A phase with no task waiting is allowed: its first task is then one that
+    the programme let start in an earlier phase of its class, whose true cost exceeds what it was
+    charged there by at least the time since the last switch (capped at the two classes' inits)."""
 
-    def immediate_cost(c: int, after: int, until: int) -> float:
-        """Tasks of class c arriving in (times[after], times[until]] start on arrival."""
-        pick = (cls == c) & (at > after) & (at <= until)
-        return float(own_floor[pick].sum())
+    def __init__(self, arrival: np.ndarray, cls: np.ndarray, init: np.ndarray) -> None:
+        self.arrival, self.cls, self.init = arrival, cls, init
+        self.times = np.unique(arrival)
+        self.at = np.searchsorted(self.times, arrival)  # each task's arrival time index
+        present = [init[cls == c] for c in (0, 1)]
+        self.least_init = [float(p.min()) if p.size else np.inf for p in present]
 
-    last = n_times - 1
-    # best[e, c, f]: f = 1 when the phase switched into at times[e] is the first one.
-    best = np.full((n_times, 2, 2), np.inf)
-    for e in range(n_times):
-        for c in (0, 1):
-            best[e, c, 1] = switch_cost(c, -1, e)
-        for c in (0, 1):
-            for b in range(e + 1):
-                # Two switches at one instant only help after the first phase (the t=0 batch holds both
-                # classes): later, the class switched back into has no task waiting yet.
-                for was_first in (0, 1) if b < e else (1,):
-                    prev = best[b, 1 - c, was_first]
-                    if not np.isfinite(prev):
-                        continue
-                    # The previous phase ran class 1-c from times[b]: its own arrivals started at once;
-                    # ours waited since the switch before it (since the start, if it was the first).
-                    since = -1 if was_first else b
-                    cost = prev + immediate_cost(1 - c, b, e) + switch_cost(c, since, e)
-                    best[e, c, 0] = min(best[e, c, 0], cost)
-    # The last phase leaves no task of the other class waiting; its own later arrivals start at once.
-    finals = [np.inf]
-    for e in range(n_times):
-        for c in (0, 1):
-            for was_first in (0, 1):
-                waiting_since = -1 if was_first else e
-                if np.isfinite(best[e, c, was_first]) and not ((cls != c) & (at > waiting_since)).any():
-                    finals.append(best[e, c, was_first] + immediate_cost(c, e, last))
-    return float(min(finals))
+    def joining(self, c: int, after: int, until: int) -> float:
+        """Tasks of class c arriving in (times[after], times[until]] while a phase of c that started
+        at times[after] runs."""
+        pick = (self.cls == c) & (self.at > after) & (self.at <= until)
+        late = self.times[after] + self.init[pick] - self.arrival[pick]
+        return float(np.maximum(late, 0.0).sum())
+
+    def switch(self, c: int, since: int, e: int, start: float, previous: int) -> float:
+        """Tasks of class c arrived in (times[since], times[e]] (all by times[e] if since < 0) wait
+        for a phase starting at `start` (>= times[e]); `previous` is the last switch (-1: none)."""
+        pick = (self.cls == c) & (self.at <= e) & (self.at > since)
+        if pick.any():
+            return float((start - self.arrival[pick] + self.init[pick]).sum())
+        if previous < 0 or not ((self.cls == c) & (self.at <= previous)).any():
+            return np.inf  # no task of class c could be this phase's first
+        return min(start - self.times[previous], self.least_init[0] + self.least_init[1])
+
+    def least_cost(self) -> float:
+        n, last = len(self.times), len(self.times) - 1
+        best = np.full((n, 2, 2), np.inf)
+        for e in range(n):
+            for c in (0, 1):
+                best[e, c, 1] = self.switch(c, -1, e, float(self.times[e]), -1)
+            for c in (0, 1):
+                start = [max(self.times[e], self.times[b] + self.least_init[1 - c]) for b in range(e + 1)]
+                for b in range(e + 1):
+                    # Two switches at one instant only help after the first phase (the t=0 batch holds
+                    # both classes); later, the class switched back into has no task waiting yet.
+                    for was_first in (0, 1) if b < e else (1,):
+                        prev = best[b, 1 - c, was_first]
+                        if not np.isfinite(prev):
+                            continue
+                        since = -1 if was_first else b
+                        cost = prev + self.joining(1 - c, b, e) + self.switch(c, since, e, start[b], b)
+                        best[e, c, 0] = min(best[e, c, 0], cost)
+        finals = [np.inf]
+        for e in range(n):
+            for c in (0, 1):
+                for was_first in (0, 1):
+                    waiting_since = -1 if was_first else e
+                    if (
+                        np.isfinite(best[e, c, was_first])
+                        and not ((self.cls != c) & (self.at > waiting_since)).any()
+                    ):
+                        finals.append(best[e, c, was_first] + self.joining(c, e, last))
+        return float(min(finals))
 
 
 def episode_floor(workload: Workload, cfg: SimConfig, quality_floor: float) -> ResponseFloor:

@@ -341,6 +341,12 @@ def _add_floor(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=float, default=0.26, help="mean quality every schedule must reach")
     p.add_argument("--seeds", type=int, default=10, help="seeds per setting (default 10)")
     p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
+    p.add_argument(
+        "--against",
+        nargs="+",
+        metavar="POLICY",
+        help="also play these policies and report their response over the floor at their own quality",
+    )
     p.set_defaults(handler=run_floor)
 
 
@@ -369,7 +375,47 @@ def run_floor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"| {cfg.n_servers} | {cfg.arrival_rate:g} | {total.mean:.1f} ± {total.ci95:.1f} | "
             f"{wait_init:.1f} | {run:.1f} |"
         )
+    if args.against:
+        _floor_against(configs, seeds, args.against, parser)
     return 0
+
+
+def _floor_against(
+    configs: Sequence[SimConfig],
+    seeds: Sequence[int],
+    policies: Sequence[str],
+    parser: argparse.ArgumentParser,
+) -> None:
+    """Each policy's response over the floor at its own quality, episode by episode: the floor is
+    sound only if no ratio is below 1."""
+    from policy_models.policies import make_policy
+
+    for name in policies:
+        if not is_known_policy(name):
+            parser.error(f"unknown policy {name!r}")
+    ratios = []
+    for cfg in configs:
+        for name in policies:
+            policy = make_policy(name, cfg)
+            policy.begin(len(seeds), seeds[0])
+            episodes = evaluation.first_episodes(policy, cfg, seeds)
+            ratios += [
+                (
+                    evaluation.response_to_floor(cfg, seed, episode),
+                    cfg.n_servers,
+                    cfg.arrival_rate,
+                    name,
+                    seed,
+                )
+                for seed, episode in zip(seeds, episodes, strict=True)
+            ]
+    played = [r for r in ratios if math.isfinite(r[0])]
+    ratio, nodes, rate, name, seed = min(played)
+    print(
+        f"\nresponse / floor at the policy's own quality over {len(played)} episodes "
+        f"({len(ratios) - len(played)} left tasks unserved): least {ratio:.3f} "
+        f"({name}, N={nodes} λ={rate:g}, seed {seed})"
+    )
 
 
 def _add_lookahead(commands: argparse._SubParsersAction) -> None:

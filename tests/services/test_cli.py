@@ -47,6 +47,11 @@ def test_floor_prints_one_row_per_setting_and_rejects_an_unreachable_quality(
     assert "mean quality >= 0.26, seeds 1000-1002" in out
     rows = [line for line in out.splitlines() if line.startswith("| 4 |") or line.startswith("| 8 |")]
     assert len(rows) == 2
+    assert (
+        main(["floor", "--nodes", "4", "--rates", "0.05", "--seeds", "3", "--against", "reuse", "fifo"]) == 0
+    )
+    least = float(capsys.readouterr().out.split("least ")[1].split()[0])
+    assert least >= 1.0
     with pytest.raises(SystemExit):
         main(["floor", "--nodes", "4", "--rates", "0.05", "--quality", "0.5"])
 
