@@ -329,7 +329,15 @@ def gap_section(
             cells.append(f"{verdict} {gap.mean:+.2f}{ci}")
         tally = " / ".join(str(verdicts.count(mark)) for mark in "▲=▼")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {tally} |")
+    winners = [_best_mean(rows, cfg) for cfg in configs]
+    tally = ", ".join(f"{name} {winners.count(name)}" for name in sorted(set(winners), key=winners.index))
+    lines.append("| best mean utility, any policy | " + " | ".join(winners) + f" | {tally} |")
     return [*lines, ""]
+
+
+def _best_mean(rows: Sequence[EvalRow], cfg: SimConfig) -> str:
+    here = [r for r in rows if (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)]
+    return max(here, key=lambda r: r.utility.mean).policy if here else "–"
 
 
 def lookahead_section(bench_dir: Path) -> list[str]:

@@ -80,6 +80,8 @@ def test_the_gap_section_sets_eat_against_the_heuristic_seed_by_seed() -> None:
     cross = next(line for line in lines if line.startswith("| eat-cross |"))
     assert eat.count("▼") == 2 and eat.endswith("| 0 / 0 / 2 |")
     assert cross.count("= +0.00") == 2 and cross.endswith("| 0 / 2 / 0 |")
+    best = next(line for line in lines if line.startswith("| best mean utility"))
+    assert best.endswith("| reuse 2 |")  # random (as eat) is worse; the copy of reuse ties, first wins
     assert gap_section(rows, configs) == []  # no EAT row, no section
 
 
