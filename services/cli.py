@@ -41,13 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_eval(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("eval", help="evaluate policies over settings and seeds (paper Tables IX-XI)")
+def _add_setting_arguments(p: argparse.ArgumentParser, modes: bool = True) -> None:
+    """--preset or --nodes with --rates (and --mode): the settings `_eval_settings` builds."""
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--preset", choices=["paper"], help="the paper's 15 settings")
     where.add_argument("--nodes", type=int, nargs="+", help="node counts (with --rates)")
     p.add_argument("--rates", type=float, nargs="+", help="arrival rates, tasks/s (with --nodes)")
-    p.add_argument("--mode", choices=["paper", "warm"], default="paper")
+    if modes:
+        p.add_argument("--mode", choices=["paper", "warm"], default="paper")
+    else:
+        p.set_defaults(mode="paper")
+    p.set_defaults(profile="reference")  # commands with --profile override it
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("eval", help="evaluate policies over settings and seeds (paper Tables IX-XI)")
+    _add_setting_arguments(p)
     p.add_argument("--profile", default="reference", help=f"{sorted(PROFILES)} or one in --profile-file")
     p.add_argument("--profile-file", type=Path, help="a profile JSON (eat calibrate --out) to register first")
     p.add_argument("--policies", nargs="+", help="policy names (default: every registered policy)")
@@ -334,10 +343,7 @@ def _add_floor(commands: argparse._SubParsersAction) -> None:
         "floor",
         help="a hindsight floor on mean response: no schedule serving every task at the quality beats it",
     )
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--preset", choices=["paper"], help="the paper's 15 settings")
-    where.add_argument("--nodes", type=int, nargs="+", help="node counts (with --rates)")
-    p.add_argument("--rates", type=float, nargs="+", help="arrival rates, tasks/s (with --nodes)")
+    _add_setting_arguments(p, modes=False)
     p.add_argument("--quality", type=float, default=0.26, help="mean quality every schedule must reach")
     p.add_argument("--seeds", type=int, default=10, help="seeds per setting (default 10)")
     p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
@@ -353,12 +359,7 @@ def _add_floor(commands: argparse._SubParsersAction) -> None:
 def run_floor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from policy_models.bounds import setting_floors
 
-    if args.preset:
-        configs = evaluation.paper_settings()
-    elif not args.rates:
-        parser.error("--nodes needs --rates")
-    else:
-        configs = evaluation.grid_settings(args.nodes, args.rates, "paper")
+    configs = _eval_settings(args, parser)
     seeds = evaluation.default_seeds(args.seeds, args.seed_base)
     quality, first, last = args.quality, seeds[0], seeds[-1]
     print(f"hindsight floor on mean response (s) at mean quality >= {quality:g}, seeds {first}-{last}")
@@ -423,11 +424,7 @@ def _add_lookahead(commands: argparse._SubParsersAction) -> None:
         "lookahead",
         help="how much the rollout teacher (lookahead over a heuristic) gains over it, seed by seed",
     )
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--preset", choices=["paper"], help="the paper's 15 settings")
-    where.add_argument("--nodes", type=int, nargs="+", help="node counts (with --rates)")
-    p.add_argument("--rates", type=float, nargs="+", help="arrival rates, tasks/s (with --nodes)")
-    p.add_argument("--mode", choices=["paper", "warm"], default="paper")
+    _add_setting_arguments(p)
     p.add_argument("--seeds", type=int, default=5, help="evaluation seeds 1000.. (default 5)")
     p.add_argument("--base", choices=["reuse", "greedy", "fifo"], default="reuse")
     p.add_argument("--samples", type=int, default=16)
@@ -443,12 +440,7 @@ def run_lookahead(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
     from policy_models.learning.rollout import RolloutSettings
 
-    if args.preset:
-        configs = evaluation.paper_settings(args.mode)
-    elif not args.rates:
-        parser.error("--nodes needs --rates")
-    else:
-        configs = evaluation.grid_settings(args.nodes, args.rates, args.mode)
+    configs = _eval_settings(args, parser)
     settings = RolloutSettings(samples=args.samples, z=args.z, task_changes=not args.steps_only)
     seeds = list(evaluation.default_seeds(args.seeds))
     print(f"rollout over {args.base} ({settings.to_dict()}), seeds {seeds[0]}-{seeds[-1]}: paired gaps")
