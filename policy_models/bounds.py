@@ -35,7 +35,7 @@ import numpy as np
 
 from policy_models.config import SimConfig
 from policy_models.profiles import profile_quality_table
-from policy_models.workload import Workload, make_rng, sample_workload
+from policy_models.workload import make_rng, sample_workload
 
 # Multipliers tried for the run-time bound (seconds per unit of quality); each gives a valid bound.
 _MULTIPLIERS = np.concatenate([[0.0], np.geomspace(1e-2, 1e5, 4000)])
@@ -153,18 +153,6 @@ class _PhaseProgramme:
                     ):
                         finals.append(best[e, c, was_first] + self.joining(c, e, last))
         return float(min(finals))
-
-
-def episode_floor(workload: Workload, cfg: SimConfig, quality_floor: float) -> ResponseFloor:
-    """The floor for the first row of `workload` in paper mode."""
-    if cfg.mode != "paper":
-        raise ValueError("the response floor follows the paper-mode reload rule")
-    arrival, patches = workload.arrival_s[0], workload.patches[0]
-    return ResponseFloor(
-        tasks=len(arrival),
-        wait_init_s=wait_init_floor(arrival, patches, cfg.n_servers, cfg.profile.init_s),
-        run_s=_run_floor(cfg, patches, quality_floor),
-    )
 
 
 def seed_floor(cfg: SimConfig, seed: int, quality_floor: float) -> ResponseFloor:
