@@ -23,6 +23,7 @@ from pathlib import Path
 import pika
 import pika.exceptions
 
+from services.aggregator.settings import AggregatorSettings
 from services.common import topology
 from services.policy_server.client import PolicyClient
 
@@ -33,8 +34,9 @@ class StackError(RuntimeError):
 
 # Ports handed to services come from below the kernel's ephemeral range (32768+ by default): a port
 # the kernel picked for bind(0) and that was released could be handed again to any outbound connection
-# (the services open many to RabbitMQ) before the service binds it.
-SERVICE_PORTS = range(20000, 32000)
+# (the services open many to RabbitMQ) before the service binds it. They also stay below the ports the
+# aggregator gives gangs for their rendezvous (29500+), where a service would block a gang's TCP store.
+SERVICE_PORTS = range(20000, AggregatorSettings.rendezvous_port_base)
 _handed_out: set[int] = set()
 
 

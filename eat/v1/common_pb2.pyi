@@ -19,6 +19,7 @@ class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_REASON_NO_CAPACITY: _ClassVar[FailureReason]
     FAILURE_REASON_CANCELLED: _ClassVar[FailureReason]
     FAILURE_REASON_INTERNAL: _ClassVar[FailureReason]
+    FAILURE_REASON_EXECUTOR_BUSY: _ClassVar[FailureReason]
 FAILURE_REASON_UNSPECIFIED: FailureReason
 FAILURE_REASON_DEADLINE_EXCEEDED: FailureReason
 FAILURE_REASON_GANG_MEMBER_LOST: FailureReason
@@ -31,6 +32,7 @@ FAILURE_REASON_RETRIES_EXHAUSTED: FailureReason
 FAILURE_REASON_NO_CAPACITY: FailureReason
 FAILURE_REASON_CANCELLED: FailureReason
 FAILURE_REASON_INTERNAL: FailureReason
+FAILURE_REASON_EXECUTOR_BUSY: FailureReason
 
 class Qos(_message.Message):
     __slots__ = ("min_quality", "deadline_s", "priority", "max_steps", "min_steps")

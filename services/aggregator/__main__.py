@@ -28,6 +28,8 @@ def build(settings: AggregatorSettings, bus: Bus) -> Aggregator:
             orphan_grace_s=settings.orphan_grace_s,
             no_capacity_after_s=settings.no_capacity_after_s,
             max_attempts=settings.max_attempts,
+            busy_hold_s=settings.busy_hold_s,
+            max_busy_refusals=settings.max_busy_refusals,
             rendezvous_port_base=settings.rendezvous_port_base,
             rendezvous_port_span=settings.rendezvous_port_span,
             episode_tasks=settings.episode_tasks,

@@ -50,6 +50,10 @@ class ExecutorRecord:
     speed: float = 1.0
     host: str = ""
     assigned: tuple[str, int] | None = None  # (task_id, attempt) dispatched here and not yet resolved
+    # Held off after its gang refused an attempt as busy: until it reports again (a status newer than
+    # `held_after`) or until `held_until` (wall), so a stale idle view cannot send it work at once.
+    held_until: float | None = None
+    held_after: int = 0
 
     @property
     def alive(self) -> bool:
@@ -57,7 +61,7 @@ class ExecutorRecord:
 
     @property
     def schedulable(self) -> bool:
-        return self.state is ExecState.IDLE and self.assigned is None
+        return self.state is ExecState.IDLE and self.assigned is None and self.held_until is None
 
 
 @dataclass
@@ -77,6 +81,7 @@ class TaskRecord:
     result: AttemptResult | None = None
     last_error: str = ""
     orphan_since: float | None = None  # wall time since when no gang member shows the task
+    busy_refusals: int = 0  # attempts a gang member refused as busy: they never ran, so do not count
 
     @property
     def terminal(self) -> bool:
@@ -146,6 +151,8 @@ class CoreConfig:
     orphan_grace_s: float = 5.0
     no_capacity_after_s: float = 30.0
     max_attempts: int = 3
+    busy_hold_s: float = 2.0  # wall seconds at most a gang that refused as busy is held off
+    max_busy_refusals: int = 100  # then a busy refusal counts as a failed attempt after all
     rendezvous_port_base: int = 29500
     rendezvous_port_span: int = 100
     episode_tasks: int = 32
@@ -218,6 +225,8 @@ class AggregatorCore:
             if record.state is ExecState.DOWN:
                 record.state = ExecState.BUSY  # alive again; its next status says what it does
             return
+        if record.held_until is not None and report.sequence > record.held_after:
+            record.held_until = None  # it has told us what it does since the refusal
         record.state = report.state
         record.current_task_id = report.current_task_id
         record.remaining_s = report.remaining_s
@@ -295,6 +304,8 @@ class AggregatorCore:
         for executor in self.executors.values():
             if executor.alive and now - executor.last_seen > self.cfg.heartbeat_timeout_s:
                 self._executor_lost(executor, now, f"executor {executor.executor_id} missed its heartbeats")
+            if executor.held_until is not None and now >= executor.held_until:
+                executor.held_until = None
         alive = sum(e.alive for e in self.executors.values())
         for task_id in list(self.queue):
             record = self.tasks[task_id]
@@ -332,10 +343,15 @@ class AggregatorCore:
             return
         self._release_gang(record)
         record.last_error = f"{reason.name}: {message}"
+        if reason is Reason.EXECUTOR_BUSY and record.busy_refusals < self.cfg.max_busy_refusals:
+            # The gang was released a little early (a member still finishing its last attempt, or
+            # running this task's attempt we gave up on): hold it until it reports, and retry.
+            record.busy_refusals += 1
+            self._hold(record.gang, now)
         if reason in FINAL_REASONS:
             self._fail(record, reason, message, now)
-        elif record.attempt >= self.cfg.max_attempts:
-            self._fail(record, Reason.RETRIES_EXHAUSTED, f"{record.attempt} attempts; last: {message}", now)
+        elif (counted := record.attempt - record.busy_refusals) >= self.cfg.max_attempts:
+            self._fail(record, Reason.RETRIES_EXHAUSTED, f"{counted} attempts; last: {message}", now)
         else:
             record.state, record.gang, record.orphan_since = "queued", (), None
             self.queue.appendleft(task_id)  # a retry goes first: it has waited longest
@@ -351,6 +367,12 @@ class AggregatorCore:
         self.dirty.add(record.task.task_id)
         self._reward_known(record, 0.0)  # a launch that produced nothing earned nothing
         self.outbox.append(TaskFailedOut(record, reason, message))
+
+    def _hold(self, members: tuple[str, ...], now: float) -> None:
+        for member in members:
+            executor = self.executors.get(member)
+            if executor is not None:
+                executor.held_until, executor.held_after = now + self.cfg.busy_hold_s, executor.sequence
 
     def _release_gang(self, record: TaskRecord) -> None:
         for member in record.gang:

@@ -20,6 +20,11 @@ class AggregatorSettings(ServiceSettings):
     orphan_grace_s: float = 5.0  # wall seconds a dispatched gang may show no sign of the task
     no_capacity_after_s: float = 30.0  # a task bigger than the live cluster fails after this long
     max_attempts: int = 3
+    # A gang member that refuses an attempt as busy (the gang was released while it still finished its
+    # last one): the gang is held off until it reports again, at most this long (wall seconds), and
+    # the attempt is retried without counting, up to max_busy_refusals times.
+    busy_hold_s: float = 2.0
+    max_busy_refusals: int = 100
     recheck_s: float = 5.0  # model seconds: ask the policy again after a wait with nothing happening
     min_recheck_wall_s: float = 0.02  # ...but never sooner than this (wall), even at a large time_scale
     # Guardrail: a task that could start but has waited this long (model seconds) is started by the
@@ -35,5 +40,7 @@ class AggregatorSettings(ServiceSettings):
         super().validate()
         if self.max_attempts < 1:
             raise SettingsError(f"{env_name('max_attempts')} must be >= 1")
+        if self.busy_hold_s < 0 or self.max_busy_refusals < 0:
+            raise SettingsError(f"{env_name('busy_hold_s')} and {env_name('max_busy_refusals')} must be >= 0")
         if self.nodes < 1:
             raise SettingsError(f"{env_name('nodes')} must be >= 1")

@@ -63,6 +63,7 @@ class Reason(enum.Enum):
     NO_CAPACITY = 9
     CANCELLED = 10
     INTERNAL = 11
+    EXECUTOR_BUSY = 12
 
 
 @dataclass(frozen=True)

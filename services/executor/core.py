@@ -28,6 +28,7 @@ class FailureCode(StrEnum):
     INTERNAL = "INTERNAL"
     RENDEZVOUS_FAILED = "RENDEZVOUS_FAILED"  # a gang's members did not all meet in time
     GANG_MEMBER_LOST = "GANG_MEMBER_LOST"  # a formed gang lost a member mid-attempt
+    EXECUTOR_BUSY = "EXECUTOR_BUSY"  # still running another attempt: this one never started
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ def refusal(
     if draining:
         return Failure(FailureCode.EXECUTOR_ERROR, f"{executor_id} is draining")
     if running is not None:
-        return Failure(FailureCode.EXECUTOR_ERROR, f"busy with {running.task_id}")
+        return Failure(FailureCode.EXECUTOR_BUSY, f"busy with {running.task_id}")
     # Compared with this host's wall clock: the aggregator sets the deadline as a wall-clock instant.
     if dispatch.deadline is not None and now >= dispatch.deadline:
         return Failure(FailureCode.DEADLINE_EXCEEDED, f"deadline {dispatch.deadline.isoformat()} passed")

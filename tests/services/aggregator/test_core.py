@@ -108,6 +108,47 @@ def test_failed_attempt_is_retried_first_then_exhausted() -> None:
     assert core.tasks["t1"].state == "failed"
 
 
+def test_a_busy_refusal_holds_the_gang_and_does_not_count_as_an_attempt() -> None:
+    core = make_core(max_attempts=1, busy_hold_s=2.0)
+    ids = up(core)
+    core.accept(task("t1", patches=4), 0.0)
+    launch(core, "t1")
+    # A member was still finishing its previous attempt: it refused, and the attempt never ran.
+    core.attempt_result(AttemptResult("t1", 1, False, Reason.EXECUTOR_BUSY, "busy with t0"), 1.1)
+    record = core.tasks["t1"]
+    assert record.state == "queued" and record.busy_refusals == 1 and list(core.queue) == ["t1"]
+    assert not any(isinstance(e, TaskFailedOut) for e in core.take_effects())
+    # Held off: the stale idle view may not send a member work until it reports again.
+    assert not core.needs_decision()
+    for seq, member in enumerate(ids[:3], start=2):
+        core.executor_report(report(member, seq), 1.2)
+    assert [core.executors[i].schedulable for i in ids] == [True, True, True, False]
+    core.executor_report(report(ids[3], 2), 1.3)
+    assert all(core.executors[i].schedulable for i in ids)
+    launch(core, "t1", now=1.4)
+    assert core.tasks["t1"].attempt == 2
+    # A real failure still counts: with max_attempts=1, this one ends the task.
+    core.attempt_result(AttemptResult("t1", 2, False, Reason.EXECUTOR_ERROR, "boom"), 1.5)
+    (failed,) = [e for e in core.take_effects() if isinstance(e, TaskFailedOut)]
+    assert failed.reason is Reason.RETRIES_EXHAUSTED and failed.message.startswith("1 attempts")
+
+
+def test_a_busy_hold_runs_out_without_reports_and_busy_refusals_are_capped() -> None:
+    core = make_core(max_attempts=1, busy_hold_s=2.0, max_busy_refusals=1)
+    up(core)
+    core.accept(task("t1", patches=4), 0.0)
+    launch(core, "t1")
+    core.attempt_result(AttemptResult("t1", 1, False, Reason.EXECUTOR_BUSY, "busy with t0"), 1.0)
+    core.tick(2.5)
+    assert not core.needs_decision()
+    core.tick(3.0)  # 2 s later: free again, even though no member reported
+    assert core.needs_decision()
+    launch(core, "t1", now=3.1)
+    core.attempt_result(AttemptResult("t1", 2, False, Reason.EXECUTOR_BUSY, "busy with t0"), 3.2)
+    (failed,) = [e for e in core.take_effects() if isinstance(e, TaskFailedOut)]
+    assert failed.reason is Reason.RETRIES_EXHAUSTED and "busy with t0" in failed.message
+
+
 def test_missed_heartbeats_fail_the_gang_and_the_task_is_retried_elsewhere() -> None:
     core = make_core(heartbeat_timeout_s=3.0)
     up(core)

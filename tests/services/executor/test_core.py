@@ -137,7 +137,7 @@ def test_a_rank_not_matching_the_position_is_internal(members: tuple[str, ...], 
 
 def test_busy_with_another_task() -> None:
     failure = check(make_dispatch(task_id="t2"), running=make_dispatch(task_id="t1"))
-    assert failure == Failure(FailureCode.EXECUTOR_ERROR, "busy with t1")
+    assert failure == Failure(FailureCode.EXECUTOR_BUSY, "busy with t1")
 
 
 def test_draining_refuses_new_work() -> None:

@@ -235,7 +235,7 @@ def test_refused_dispatches_get_failed_results(tmp_path: Path) -> None:
     assert results_for(obs.seen, wrong_rank)[0].executor_ids == [other, executor_id]
     assert error_of(unknown)[0] == "FAILURE_REASON_MODEL_LOAD_FAILED"
     assert error_of(late)[0] == "FAILURE_REASON_DEADLINE_EXCEEDED"
-    assert error_of(busy) == ("FAILURE_REASON_EXECUTOR_ERROR", f"busy with {long_task}")
+    assert error_of(busy) == ("FAILURE_REASON_EXECUTOR_BUSY", f"busy with {long_task}")
     assert results_for(obs.seen, long_task)[0].success  # the refusals did not disturb the running one
 
 
