@@ -194,10 +194,8 @@ def metric_table(
     for name in dict.fromkeys(r.policy for r in rows):
         cells = []
         for cfg in configs:
-            match = [
-                r for r in rows if r.policy == name and (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)
-            ]
-            cells.append(format_cell(getattr(match[0], metric), fmt) if match else "–")
+            row = _row_for(rows, name, cfg)
+            cells.append(format_cell(getattr(row, metric), fmt) if row is not None else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         paper = TABLES.get(metric, {}).get(PAPER_NAMES.get(name, "")) if with_paper else None
         if paper is not None:
@@ -336,7 +334,7 @@ def gap_section(
 
 
 def _best_mean(rows: Sequence[EvalRow], cfg: SimConfig) -> str:
-    here = [r for r in rows if (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)]
+    here = _rows_at(rows, cfg)
     return max(here, key=lambda r: r.utility.mean).policy if here else "–"
 
 
@@ -448,8 +446,12 @@ def floor_section(
     return lines
 
 
+def _rows_at(rows: Sequence[EvalRow], cfg: SimConfig) -> list[EvalRow]:
+    return [r for r in rows if (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)]
+
+
 def _row_for(rows: Sequence[EvalRow], policy: str, cfg: SimConfig) -> EvalRow | None:
-    match = [r for r in rows if r.policy == policy and (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)]
+    match = [r for r in _rows_at(rows, cfg) if r.policy == policy]
     return match[0] if match else None
 
 
