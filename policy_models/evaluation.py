@@ -199,17 +199,21 @@ def paired_gap(row: EvalRow, baseline: EvalRow) -> Estimate:
     return estimate([a - b for a, b in zip(row.seed_utilities, baseline.seed_utilities, strict=True)])
 
 
-def evaluate_policy(name: str, cfg: SimConfig, seeds: Sequence[int]) -> EvalRow:
+def play(name: str, cfg: SimConfig, seeds: Sequence[int]) -> tuple[list[EpisodeStats], float, float]:
+    """A policy as evaluations run it (prepared, then seeded from the run's first seed, so a run is
+    reproducible): each seed's first episode, and the seconds spent preparing and playing."""
     policy = make_policy(name, cfg)
     start = time.perf_counter()
     policy.prepare()
     prepared = time.perf_counter()
-    # The policy's own generator is seeded from the run's first seed, so a run is reproducible.
     policy.begin(len(seeds), seeds[0])
     episodes = first_episodes(policy, cfg, seeds)
-    finished = time.perf_counter()
-    row = summarise(name, cfg, seeds, episodes)
-    return replace(row, prepare_s=prepared - start, run_s=finished - prepared)
+    return episodes, prepared - start, time.perf_counter() - prepared
+
+
+def evaluate_policy(name: str, cfg: SimConfig, seeds: Sequence[int]) -> EvalRow:
+    episodes, prepare_s, run_s = play(name, cfg, seeds)
+    return replace(summarise(name, cfg, seeds, episodes), prepare_s=prepare_s, run_s=run_s)
 
 
 def evaluate(

@@ -389,17 +389,13 @@ def _floor_against(
 ) -> None:
     """Each policy's response over the floor at its own quality, episode by episode: the floor is
     sound only if no ratio is below 1."""
-    from policy_models.policies import make_policy
-
     for name in policies:
         if not is_known_policy(name):
             parser.error(f"unknown policy {name!r}")
     ratios = []
     for cfg in configs:
         for name in policies:
-            policy = make_policy(name, cfg)
-            policy.begin(len(seeds), seeds[0])
-            episodes = evaluation.first_episodes(policy, cfg, seeds)
+            episodes, _, _ = evaluation.play(name, cfg, seeds)
             ratios += [
                 (
                     evaluation.response_to_floor(cfg, seed, episode),
