@@ -23,6 +23,7 @@ from policy_models.config import PAPER_SETTINGS, Mode, SimConfig, paper_config, 
 from policy_models.policies import Policy, make_policy
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.sim.stats import EpisodeStats
+from policy_models.slo import GOODPUT_SCALE, SLO_SCALES, scale_label
 
 DEFAULT_SEED_BASE = 1000
 
@@ -102,6 +103,29 @@ def estimate(values: Sequence[float]) -> Estimate:
     return Estimate(float(finite.mean()), float(half))
 
 
+# ----- settings as keys ------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class SettingKey:
+    """What tells two evaluation settings apart in a report: mode, timing profile, size and rate."""
+
+    mode: str
+    profile: str
+    nodes: int
+    rate: float
+
+    @classmethod
+    def of(cls, cfg: SimConfig) -> SettingKey:
+        return cls(cfg.mode, cfg.profile_name, cfg.n_servers, cfg.arrival_rate)
+
+    @property
+    def label(self) -> str:
+        """'N=4 λ=0.05' on the paper's own setting; mode and profile named when they differ from it."""
+        prefix = [] if self.mode == "paper" else [self.mode]
+        if self.profile != "reference":
+            prefix.append(self.profile.removeprefix("paper-"))
+        return " ".join([*prefix, f"N={self.nodes} λ={self.rate:g}"])
+
+
 # ----- running -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalRow:
@@ -126,12 +150,31 @@ class EvalRow:
     # Response over the hindsight floor at the episode's own mean quality (policy_models.bounds): how
     # far from the fastest any schedule could be at that quality (paper mode, every task served).
     response_to_floor: Estimate = Estimate(math.nan, math.nan)
+    # SLO attainment (policy_models.slo) at each of SLO_SCALES, and its per-seed values [scale][seed].
+    slo: tuple[Estimate, ...] = ()
+    seed_slo: tuple[tuple[float, ...], ...] = ()
+    goodput_per_min: Estimate = Estimate(math.nan, math.nan)
     prepare_s: float = field(default=0.0, compare=False)
     run_s: float = field(default=0.0, compare=False)
 
     @property
     def ratio_to_lower_bound(self) -> float:
         return self.response_s.mean / self.lower_bound_s if self.lower_bound_s > 0 else math.nan
+
+    @property
+    def setting(self) -> SettingKey:
+        return SettingKey(self.mode, self.profile, self.nodes, self.rate)
+
+    def slo_at(self, scale: float) -> Estimate:
+        return self.slo[SLO_SCALES.index(scale)]
+
+    def seed_values(self, metric: str) -> tuple[float, ...]:
+        """Per-seed values of 'utility' or 'slo_<scale>' (e.g. 'slo_1.5'), in seed order."""
+        if metric == "utility":
+            return self.seed_utilities
+        if metric.startswith("slo_"):
+            return self.seed_slo[SLO_SCALES.index(float(metric.removeprefix("slo_")))]
+        raise ValueError(f"no per-seed values for {metric!r}")
 
 
 def first_episodes(policy: Policy, cfg: SimConfig, seeds: Sequence[int]) -> list[EpisodeStats]:
@@ -174,6 +217,9 @@ def summarise(name: str, cfg: SimConfig, seeds: Sequence[int], episodes: Sequenc
         response_to_floor=estimate(
             [response_to_floor(cfg, s, e) for s, e in zip(seeds, episodes, strict=True)]
         ),
+        slo=tuple(per_seed(lambda e, s=scale: e.slo_attainment(s)) for scale in SLO_SCALES),
+        seed_slo=tuple(tuple(e.slo_attainment(scale) for e in episodes) for scale in SLO_SCALES),
+        goodput_per_min=per_seed(lambda e: e.goodput_per_min),
     )
 
 
@@ -185,18 +231,20 @@ def response_to_floor(cfg: SimConfig, seed: int, episode: EpisodeStats) -> float
     return episode.mean_response_s / seed_floor(cfg, seed, episode.mean_quality).mean_response_s
 
 
-def paired_gap(row: EvalRow, baseline: EvalRow) -> Estimate:
-    """row's utility minus baseline's, paired seed by seed (the same workloads), with its 95% CI: the
-    seeds' own spread cancels, so a gap this CI excludes 0 for is a real one on these workloads."""
-    if row.seeds != baseline.seeds or (row.nodes, row.rate, row.mode) != (
-        baseline.nodes,
-        baseline.rate,
-        baseline.mode,
-    ):
+def paired_differences(row: EvalRow, baseline: EvalRow, metric: str = "utility") -> list[float]:
+    """row's per-seed `metric` minus baseline's, seed by seed (the same workloads)."""
+    if row.seeds != baseline.seeds or row.setting != baseline.setting:
         raise ValueError("a paired gap needs the same setting and the same seeds")
-    if len(row.seed_utilities) != len(row.seeds) or len(baseline.seed_utilities) != len(baseline.seeds):
-        raise ValueError("a paired gap needs the per-seed utilities of both rows")
-    return estimate([a - b for a, b in zip(row.seed_utilities, baseline.seed_utilities, strict=True)])
+    mine, theirs = row.seed_values(metric), baseline.seed_values(metric)
+    if len(mine) != len(row.seeds) or len(theirs) != len(baseline.seeds):
+        raise ValueError(f"a paired gap needs the per-seed {metric} of both rows")
+    return [a - b for a, b in zip(mine, theirs, strict=True)]
+
+
+def paired_gap(row: EvalRow, baseline: EvalRow, metric: str = "utility") -> Estimate:
+    """row's `metric` minus baseline's, paired seed by seed (the same workloads), with its 95% CI: the
+    seeds' own spread cancels, so a gap this CI excludes 0 for is a real one on these workloads."""
+    return estimate(paired_differences(row, baseline, metric))
 
 
 def play(name: str, cfg: SimConfig, seeds: Sequence[int]) -> tuple[list[EpisodeStats], float, float]:
@@ -258,7 +306,12 @@ def row_record(row: EvalRow) -> dict[str, Any]:
         "lower_bound_s": row.lower_bound_s,
         "ratio_to_lower_bound": row.ratio_to_lower_bound,
         "response_to_floor": row.response_to_floor.mean,
+        "goodput_per_min": row.goodput_per_min.mean,
+        "goodput_ci95": row.goodput_per_min.ci95,
     }
+    for scale, est in zip(SLO_SCALES, row.slo, strict=True):
+        values[f"slo_{scale_label(scale)}"] = est.mean
+        values[f"slo_{scale_label(scale)}_ci95"] = est.ci95
     record = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in values.items()}
     record["wall_s"] = {"prepare": row.prepare_s, "run": row.run_s}
     return record
@@ -319,6 +372,18 @@ TABLES: tuple[TableSpec, ...] = (
         "Response time / hindsight floor at the policy's own quality (`eat floor`; paper mode)",
         lambda r: _with_ci(r.response_to_floor, 2),
     ),
+    *(
+        TableSpec(
+            f"SLO attainment at {scale_label(scale)} the standalone time (share of arrived tasks; "
+            "policy_models.slo)",
+            lambda r, s=scale: _with_ci(r.slo_at(s), 3),
+        )
+        for scale in (1.0, 1.5)
+    ),
+    TableSpec(
+        f"Goodput: tasks within {scale_label(GOODPUT_SCALE)} their standalone time per minute",
+        lambda r: _with_ci(r.goodput_per_min, 2),
+    ),
 )
 
 
@@ -327,14 +392,15 @@ def _unique(values: Iterable[Any]) -> list[Any]:
 
 
 def markdown_table(rows: Sequence[EvalRow], spec: TableSpec) -> str:
-    """Rows = policies; columns = settings ordered by node count, then rate (the paper's grouping)."""
-    settings = sorted(_unique((r.nodes, r.rate) for r in rows))
+    """Rows = policies; columns = settings ordered by mode, profile, node count, then rate (the paper's
+    grouping within one mode and profile)."""
+    settings = sorted(_unique(r.setting for r in rows))
     policies = _unique(r.policy for r in rows)
-    by_key = {(r.policy, r.nodes, r.rate): r for r in rows}
-    header = ["Policy"] + [f"N={n} λ={rate:g}" for n, rate in settings]
+    by_key = {(r.policy, r.setting): r for r in rows}
+    header = ["Policy"] + [key.label for key in settings]
     lines = [f"### {spec.title}", "", _md_line(header), _md_line(["---"] + ["---:"] * len(settings))]
     for name in policies:
-        found = [by_key.get((name, n, rate)) for n, rate in settings]
+        found = [by_key.get((name, key)) for key in settings]
         cells = [spec.cell(row) if row is not None else "" for row in found]
         lines.append(_md_line([name, *cells]))
     return "\n".join(lines)

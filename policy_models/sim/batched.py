@@ -54,7 +54,8 @@ from policy_models.obs import (
 from policy_models.profiles import profile_min_steps, profile_quality_table
 from policy_models.reward import launch_reward
 from policy_models.sim.group_table import GroupTable
-from policy_models.sim.stats import STAT_FIELDS, EpisodeStats
+from policy_models.sim.stats import SLO_FIELDS, STAT_FIELDS, EpisodeStats
+from policy_models.slo import slo_deadlines, standalone_table
 from policy_models.workload import make_rng, uniforms_per_episode, workload_from_uniforms
 
 COL = {name: i for i, name in enumerate(STAT_FIELDS)}
@@ -80,6 +81,8 @@ assert STAT_FIELDS[LAUNCH_STATS] == (
     "sum_steps",
     "total_reward",
 )
+SLO_STATS = slice(COL[SLO_FIELDS[0]], COL[SLO_FIELDS[-1]] + 1)
+assert STAT_FIELDS[SLO_STATS] == SLO_FIELDS
 # Per-server state that changes at launches, one (4, N, B) array so a reset or a new group writes it at
 # once: paper-mode groups (module docstring) and the server's token-table row (but for idle).
 GROUP, MEMBER_KEY, LEADER_KEY, SERVER_CODE = 0, 1, 2, 3
@@ -189,6 +192,7 @@ class BatchedClusterSim:
         self._warm_speed_frac = self._speed / (2.0 * speeds.max())
         lb_steps = profile_min_steps(cfg.profile_name, cfg.reward.quality_threshold, cfg.max_steps)
         self._lb_run = self._step_s * lb_steps / speeds.max()
+        self._slo_limits = slo_deadlines(standalone_table(cfg))  # (scales, gang size): policy_models.slo
         # Globals: now, idle servers, waiting, arrived and launched tasks over their scales.
         scales = (spec.time_limit_s, n, spec.visible_queue, spec.tasks_per_episode, spec.tasks_per_episode)
         self._global_scales = np.array(scales, dtype=np.float64)[:, None]
@@ -361,6 +365,7 @@ class BatchedClusterSim:
         self.stats[COL["arrived"], envs] = self.n_arrived[envs]
         self.stats[COL["sum_lower_bound_s"], envs] = lb.sum(1)
         self.stats[COL["end_time_s"], envs] = self.now[envs]
+        self.stats[COL["makespan_s"], envs] = np.maximum(self.now[envs], self.busy_until[:, envs].max(0))
         rows = self.stats[:, envs].T.copy()
         self._reset_envs(envs)
         return envs, rows
@@ -401,6 +406,7 @@ class BatchedClusterSim:
         reward = launch_reward(wait, init + run, self._queue_wait(), quality, cfg.reward)
         below = quality < cfg.reward.quality_threshold
         self._record(launch, ~reused, below, wait, init, run, quality, steps, reward)
+        self.stats[SLO_STATS] += (wait + init + run <= self._slo_limits[:, k]) & launch
         return reward * launch, launch & ~reused, steps * launch
 
     def _drop_candidate(self, launch: np.ndarray, slot: np.ndarray) -> None:

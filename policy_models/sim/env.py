@@ -50,7 +50,8 @@ from policy_models.selector import (
     select_gang_paper,
     select_gang_warm,
 )
-from policy_models.sim.stats import EpisodeStats
+from policy_models.sim.stats import SLO_FIELDS, EpisodeStats
+from policy_models.slo import slo_deadlines, standalone_table
 from policy_models.workload import Workload, sample_workload
 
 NEVER_USED = -math.inf
@@ -114,6 +115,8 @@ class ClusterEnv(gym.Env):
         self._lb_steps = profile_min_steps(
             config.profile_name, config.reward.quality_threshold, config.max_steps
         )
+        # Response-time limits per SLO scale and gang size: _slo_limits[j][k] (policy_models.slo).
+        self._slo_limits = slo_deadlines(standalone_table(config)).tolist()
         self._tables = TokenTables.for_config(config)
         self._server_base = self._tables.server_base.tolist()
         # (group, group_model, idle) -> (reusable keys as bits, server codes): see _paper_epoch.
@@ -150,6 +153,7 @@ class ClusterEnv(gym.Env):
             ("sum_response_s", "sum_wait_s", "sum_init_s", "sum_run_s", "sum_quality", "sum_steps"), 0.0
         )
         self._total_reward = 0.0
+        self._slo_met = [0] * len(SLO_FIELDS)
         self._terminated = self._truncated = False
         self._note_resident_models()
         self._admit_arrivals()
@@ -328,6 +332,7 @@ class ClusterEnv(gym.Env):
         quality = self._quality[steps]  # profile_quality
         reward = float(launch_reward(wait, init + run, queue_wait, quality, self.cfg.reward))
         self._record(wait, init, run, quality, steps, reward, reloaded=not gang.reused)
+        self._record_slo(wait + init + run, k)
         info = {
             "launched": True,
             "task": task,
@@ -391,6 +396,10 @@ class ClusterEnv(gym.Env):
         s["sum_quality"] += quality
         s["sum_steps"] += steps
         self._total_reward += reward
+
+    def _record_slo(self, response: float, patches: int) -> None:
+        for j, limits in enumerate(self._slo_limits):
+            self._slo_met[j] += response <= limits[patches]
 
     def _after_launch(self) -> None:
         if self._counts["launched"] == self.cfg.tasks_per_episode:
@@ -508,6 +517,8 @@ class ClusterEnv(gym.Env):
             total_reward=self._total_reward,
             sum_lower_bound_s=lb,
             end_time_s=self._now,
+            makespan_s=max(self._now, *self._busy_until),
+            **dict(zip(SLO_FIELDS, self._slo_met, strict=True)),
             **self._counts,
             **self._sums,
         )
@@ -525,6 +536,7 @@ class ClusterEnv(gym.Env):
             setattr(twin, name, list(getattr(self, name)))
         twin._last_used = [list(row) for row in self._last_used]
         twin._counts, twin._sums = dict(self._counts), dict(self._sums)
+        twin._slo_met = list(self._slo_met)
         if self.cfg.mode == "warm":
             twin._resident_bits = list(self._resident_bits)
         if rng is not None:

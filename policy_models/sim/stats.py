@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from policy_models.slo import GOODPUT_SCALE, SLO_SCALES
+
 STAT_FIELDS = (
     "arrived",  # tasks that arrived before the episode ended
     "launched",  # tasks started (each counted once)
@@ -21,7 +23,19 @@ STAT_FIELDS = (
     "total_reward",
     "sum_lower_bound_s",  # sum over arrived tasks of their fastest run meeting the quality threshold
     "end_time_s",
+    # SLO attainment (policy_models.slo): launched tasks whose response met scale x their standalone time,
+    # one count per scale in SLO_SCALES; and when the last launched task finished (for goodput).
+    "slo_met_100",
+    "slo_met_125",
+    "slo_met_150",
+    "slo_met_200",
+    "makespan_s",
 )
+# The columns a trajectory fingerprint hashes (tests/policy_models/sim/test_trajectory_fingerprint.py):
+# the statistics as they stood when the reference digests were made.
+FINGERPRINT_FIELDS = STAT_FIELDS[: STAT_FIELDS.index("end_time_s") + 1]
+SLO_FIELDS = ("slo_met_100", "slo_met_125", "slo_met_150", "slo_met_200")
+assert tuple(f"slo_met_{round(scale * 100)}" for scale in SLO_SCALES) == SLO_FIELDS
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,11 @@ class EpisodeStats:
     total_reward: float
     sum_lower_bound_s: float
     end_time_s: float
+    slo_met_100: int
+    slo_met_125: int
+    slo_met_150: int
+    slo_met_200: int
+    makespan_s: float
 
     @property
     def unserved(self) -> int:
@@ -70,6 +89,23 @@ class EpisodeStats:
     def lower_bound_s(self) -> float:
         return self.sum_lower_bound_s / self.arrived if self.arrived else float("nan")
 
+    @property
+    def slo_met(self) -> tuple[int, ...]:
+        """Tasks that met their SLO at each scale of `SLO_SCALES`."""
+        return tuple(getattr(self, name) for name in SLO_FIELDS)
+
+    def slo_attainment(self, scale: float) -> float:
+        """Share of arrived tasks that finished within `scale` x their standalone time (a task never
+        started misses it)."""
+        met = self.slo_met[SLO_SCALES.index(scale)]
+        return met / self.arrived if self.arrived else float("nan")
+
+    @property
+    def goodput_per_min(self) -> float:
+        """Tasks that met their SLO at GOODPUT_SCALE, per minute from t=0 to the last finish."""
+        met = self.slo_met[SLO_SCALES.index(GOODPUT_SCALE)]
+        return 60.0 * met / self.makespan_s if self.makespan_s > 0 else float("nan")
+
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
@@ -77,6 +113,6 @@ class EpisodeStats:
     def from_row(cls, row: np.ndarray) -> EpisodeStats:
         """From one row of the batched simulator's stats array (columns in STAT_FIELDS order)."""
         values = dict(zip(STAT_FIELDS, row.tolist(), strict=True))
-        for name in ("arrived", "launched", "reloads", "below_threshold", "decisions"):
+        for name in ("arrived", "launched", "reloads", "below_threshold", "decisions", *SLO_FIELDS):
             values[name] = round(values[name])
         return cls(**values)
