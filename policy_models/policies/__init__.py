@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from policy_models.config import SimConfig
 from policy_models.policies.base import Policy
+from policy_models.policies.deadline import EarliestDeadlinePolicy
 from policy_models.policies.heuristics import FifoPolicy, GreedyPolicy, RandomPolicy, ReuseAwarePolicy
 from policy_models.policies.metaheuristics import GeneticPolicy, HarmonySearchPolicy
 
@@ -14,6 +15,7 @@ _FACTORIES: dict[str, Callable[[SimConfig], Policy]] = {
     "fifo": FifoPolicy,
     "greedy": GreedyPolicy,
     "reuse": ReuseAwarePolicy,
+    "edf": EarliestDeadlinePolicy,
     "harmony": HarmonySearchPolicy,
     "genetic": GeneticPolicy,
 }
@@ -54,6 +56,11 @@ register_prefix("checkpoint:", _learned_from_checkpoint)
 register_prefix("shipped:", _shipped)
 
 
+# The hand-written and search-based policies: the baselines a learned policy is set against ("the best
+# heuristic" of a setting is the one of these with the best mean utility there).
+HEURISTIC_POLICIES = ("random", "fifo", "greedy", "reuse", "edf", "harmony", "genetic")
+
+
 def policy_names() -> list[str]:
     return list(_FACTORIES)
 
@@ -75,4 +82,12 @@ def make_policy(name: str, config: SimConfig) -> Policy:
     )
 
 
-__all__ = ["Policy", "is_known_policy", "make_policy", "policy_names", "register", "register_prefix"]
+__all__ = [
+    "HEURISTIC_POLICIES",
+    "Policy",
+    "is_known_policy",
+    "make_policy",
+    "policy_names",
+    "register",
+    "register_prefix",
+]

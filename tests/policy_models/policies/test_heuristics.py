@@ -34,7 +34,7 @@ CONFIGS = {
     "warm-8": warm_config(8, 0.1),
     "warm-12-fast": warm_config(12, 0.3),
 }
-CHEAP_POLICIES = ["random", "fifo", "greedy", "reuse"]
+CHEAP_POLICIES = ["random", "fifo", "greedy", "reuse", "edf"]
 TINY_BUDGET = SearchBudget(train_seeds=2)
 
 
