@@ -20,7 +20,7 @@ import numpy as np
 
 from policy_models.bounds import seed_floor
 from policy_models.config import PAPER_SETTINGS, Mode, SimConfig, paper_config, warm_config
-from policy_models.policies import Policy, make_policy
+from policy_models.policies import Policy, make_policy, policy_serves
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.sim.stats import EpisodeStats
 from policy_models.slo import GOODPUT_SCALE, SLO_SCALES, scale_label
@@ -269,11 +269,18 @@ def evaluate(
     settings: Sequence[SimConfig],
     seeds: Sequence[int],
     progress: Callable[[EvalRow], None] | None = None,
+    skipped: Callable[[str, SimConfig], None] | None = None,
 ) -> list[EvalRow]:
-    """Rows in setting order, policies in the given order within each setting."""
+    """Rows in setting order, policies in the given order within each setting. A policy that does not
+    serve a setting (a shipped one trained for other sizes or another mode) is left out of it and
+    reported to `skipped`."""
     rows = []
     for cfg in settings:
         for name in policies:
+            if not policy_serves(name, cfg):
+                if skipped is not None:
+                    skipped(name, cfg)
+                continue
             row = evaluate_policy(name, cfg, seeds)
             rows.append(row)
             if progress is not None:
@@ -317,9 +324,11 @@ def row_record(row: EvalRow) -> dict[str, Any]:
     return record
 
 
-def write_json(rows: Sequence[EvalRow], path: Path) -> None:
+def write_json(rows: Sequence[EvalRow], path: Path, extra: dict[str, Any] | None = None) -> None:
+    """{"rows": [...]} plus any `extra` top-level entries (e.g. the paired gaps)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": [row_record(r) for r in rows]}, indent=2) + "\n")
+    document = {"rows": [row_record(r) for r in rows], **(extra or {})}
+    path.write_text(json.dumps(document, indent=2) + "\n")
 
 
 def _csv_fields(record: dict[str, Any]) -> dict[str, Any]:
@@ -392,9 +401,9 @@ def _unique(values: Iterable[Any]) -> list[Any]:
 
 
 def markdown_table(rows: Sequence[EvalRow], spec: TableSpec) -> str:
-    """Rows = policies; columns = settings ordered by mode, profile, node count, then rate (the paper's
-    grouping within one mode and profile)."""
-    settings = sorted(_unique(r.setting for r in rows))
+    """Rows = policies; columns = settings in the order the rows came (the suite's, or node count then
+    rate for a grid)."""
+    settings = _unique(r.setting for r in rows)
     policies = _unique(r.policy for r in rows)
     by_key = {(r.policy, r.setting): r for r in rows}
     header = ["Policy"] + [key.label for key in settings]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from policy_models import evaluation
+from policy_models import evaluation, paired, suites
 from policy_models.config import PAPER_SETTINGS, SimConfig
 from policy_models.policies import is_known_policy, policy_names
 from policy_models.profiles import PROFILES, get_profile, load_profile
@@ -41,10 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_setting_arguments(p: argparse.ArgumentParser, modes: bool = True) -> None:
+def _add_setting_arguments(
+    p: argparse.ArgumentParser, modes: bool = True, presets: Sequence[str] = ("paper",)
+) -> None:
     """--preset or --nodes with --rates (and --mode): the settings `_eval_settings` builds."""
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--preset", choices=["paper"], help="the paper's 15 settings")
+    where.add_argument(
+        "--preset",
+        choices=list(presets),
+        help="paper: the paper's 15 settings"
+        + ("; shift: Table VI timings, warm mode, unseen sizes, other rates (policy_models.suites)"
+           if "shift" in presets else ""),
+    )  # fmt: skip
     where.add_argument("--nodes", type=int, nargs="+", help="node counts (with --rates)")
     p.add_argument("--rates", type=float, nargs="+", help="arrival rates, tasks/s (with --nodes)")
     if modes:
@@ -56,13 +64,19 @@ def _add_setting_arguments(p: argparse.ArgumentParser, modes: bool = True) -> No
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("eval", help="evaluate policies over settings and seeds (paper Tables IX-XI)")
-    _add_setting_arguments(p)
+    _add_setting_arguments(p, presets=suites.PRESETS)
     p.add_argument("--profile", default="reference", help=f"{sorted(PROFILES)} or one in --profile-file")
     p.add_argument("--profile-file", type=Path, help="a profile JSON (eat calibrate --out) to register first")
     p.add_argument("--policies", nargs="+", help="policy names (default: every registered policy)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5)")
-    p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
-    p.add_argument("--json", type=Path, help="write rows as JSON here")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=suites.DEFAULT_EVAL_SEEDS,
+        help=f"seeds per setting (default {suites.DEFAULT_EVAL_SEEDS}: two good policies differ by about "
+        "±1 utility per episode, so fewer decide little)",
+    )
+    p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE, help="first seed")
+    p.add_argument("--json", type=Path, help="write rows and paired gaps as JSON here")
     p.add_argument("--csv", type=Path, help="write rows as CSV here")
     p.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     p.set_defaults(handler=run_eval)
@@ -686,11 +700,21 @@ def run_bench_executor(args: argparse.Namespace, parser: argparse.ArgumentParser
     return 0
 
 
+def _eval_suite(args: argparse.Namespace, parser: argparse.ArgumentParser) -> suites.Suite | None:
+    """The preset's suite, or None for a --nodes/--rates grid."""
+    if not args.preset:
+        return None
+    if args.rates:
+        parser.error("--rates goes with --nodes, not --preset")
+    if args.preset != "paper" and (args.mode != "paper" or args.profile != "reference"):
+        parser.error(f"--preset {args.preset} fixes its own modes and profiles: drop --mode/--profile")
+    return suites.suite(args.preset, args.mode, args.profile)
+
+
 def _eval_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[SimConfig]:
-    if args.preset == "paper":
-        if args.rates:
-            parser.error("--rates goes with --nodes, not --preset")
-        return evaluation.paper_settings(args.mode, args.profile)
+    suite = _eval_suite(args, parser)
+    if suite is not None:
+        return suite.settings
     if not args.rates:
         parser.error("--nodes needs --rates")
     try:
@@ -701,6 +725,7 @@ def _eval_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _register_profile_file(args, parser)
+    suite = _eval_suite(args, parser)
     settings = _eval_settings(args, parser)
     names = args.policies or policy_names()
     unknown = sorted(name for name in names if not is_known_policy(name))
@@ -712,13 +737,27 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     def progress(row: evaluation.EvalRow) -> None:
         # stderr, so stdout stays the report
-        print(f"  {row.policy} N={row.nodes} rate={row.rate:g}: {row.run_s:.2f}s", file=sys.stderr)
+        print(f"  {row.policy} {row.setting.label}: {row.run_s:.2f}s", file=sys.stderr)
 
-    rows = evaluation.evaluate(names, settings, seeds, progress=progress)
-    print(f"# {evaluation.describe_run(seeds, args.mode, args.profile)}\n")
-    print(evaluation.markdown_report(rows))
+    def skipped(name: str, cfg: SimConfig) -> None:
+        print(f"  {name} {evaluation.SettingKey.of(cfg).label}: not served there, skipped", file=sys.stderr)
+
+    rows = evaluation.evaluate(names, settings, seeds, progress=progress, skipped=skipped)
+    mode = args.mode if suite is None or suite.name == "paper" else "per setting"
+    profile = args.profile if suite is None or suite.name == "paper" else "per setting"
+    print(f"# {evaluation.describe_run(seeds, mode, profile)}\n")
+    if suite is None or len(suite.groups) == 1:
+        print(evaluation.markdown_report(rows))
+    else:  # a table per group keeps the tables readable
+        for group in suite.groups:
+            print(f"## {group.name}: {group.description}\n")
+            print(evaluation.markdown_report(paired.rows_in_group(rows, group)))
+    print(paired.comparison_report(rows, suite))
     if args.json:
-        evaluation.write_json(rows, args.json)
+        gaps = paired.setting_gaps(rows)
+        if suite is not None:
+            gaps += [g for base in ("reuse", paired.BEST) for g in paired.pooled_gaps(rows, suite, base)]
+        evaluation.write_json(rows, args.json, extra={"gaps": [g.record() for g in gaps]})
     if args.csv:
         evaluation.write_csv(rows, args.csv)
     if args.plots:

@@ -61,6 +61,17 @@ register_prefix("shipped:", _shipped)
 HEURISTIC_POLICIES = ("random", "fifo", "greedy", "reuse", "edf", "harmony", "genetic")
 
 
+def policy_serves(name: str, config: SimConfig) -> bool:
+    """Whether `name` can act on `config`: a "shipped:<row>" policy only where one of that row's
+    checkpoints was trained for the cluster's size and mode; every other policy everywhere."""
+    if not name.startswith("shipped:"):
+        return True
+    from policy_models.shipped import shipped_policies
+
+    row = name.removeprefix("shipped:")
+    return any(p.row == row and p.serves(config) for p in shipped_policies())
+
+
 def policy_names() -> list[str]:
     return list(_FACTORIES)
 
@@ -88,6 +99,7 @@ __all__ = [
     "is_known_policy",
     "make_policy",
     "policy_names",
+    "policy_serves",
     "register",
     "register_prefix",
 ]

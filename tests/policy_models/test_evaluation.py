@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy_models.config import paper_config
+from policy_models.config import paper_config, warm_config
 from policy_models.evaluation import (
     Estimate,
     EvalRow,
+    SettingKey,
     default_seeds,
     estimate,
     evaluate,
@@ -45,6 +46,10 @@ RECORD_KEYS = {
     "ratio_to_lower_bound",
     "response_to_floor",
     "wall_s",
+    # SLO attainment per scale (policy_models.slo) and goodput
+    *(f"slo_{label}{suffix}" for label in ("1.0x", "1.25x", "1.5x", "2.0x") for suffix in ("", "_ci95")),
+    "goodput_per_min",
+    "goodput_ci95",
 }
 
 
@@ -114,7 +119,7 @@ def test_ci_edge_cases() -> None:
 
 def test_markdown_has_a_table_per_metric_with_policy_rows(rows: list[EvalRow]) -> None:
     report = markdown_report(rows)
-    assert report.count("| Policy | N=4 λ=0.05 |") == 7
+    assert report.count("| Policy | N=4 λ=0.05 |") == 10
     assert "| random |" in report and "| fifo |" in report
     assert "±" in report
 
@@ -131,3 +136,27 @@ def test_a_paired_gap_is_the_mean_per_seed_difference_and_needs_the_same_workloa
     assert paired_gap(reuse, reuse) == Estimate(0.0, 0.0)
     with pytest.raises(ValueError, match="same seeds"):
         paired_gap(reuse, evaluate_policy("fifo", cfg, (1000, 1001, 1003)))
+
+
+def test_slo_attainment_is_a_share_and_grows_with_the_scale(rows: list[EvalRow]) -> None:
+    for row in rows:
+        means = [est.mean for est in row.slo]
+        assert all(0.0 <= m <= 1.0 for m in means)
+        assert means == sorted(means)
+        assert row.seed_values("slo_1.5") == row.seed_slo[2]
+        assert np.mean(row.seed_slo[2]) == pytest.approx(row.slo_at(1.5).mean)
+
+
+def test_a_paired_gap_in_slo_attainment() -> None:
+    cfg, seeds = paper_config(8, 0.1), (1000, 1001, 1002)
+    reuse, fifo = (evaluate_policy(name, cfg, seeds) for name in ("reuse", "fifo"))
+    gap = paired_gap(reuse, fifo, "slo_1.5")
+    assert gap.mean == pytest.approx(reuse.slo_at(1.5).mean - fifo.slo_at(1.5).mean)
+
+
+def test_settings_are_told_apart_by_mode_and_profile() -> None:
+    paper = SettingKey.of(paper_config(8, 0.1))
+    assert paper.label == "N=8 λ=0.1"
+    assert SettingKey.of(warm_config(8, 0.1)).label == "warm N=8 λ=0.1"
+    assert SettingKey.of(paper_config(8, 0.1, profile_name="paper-table-vi")).label == "table-vi N=8 λ=0.1"
+    assert SettingKey.of(warm_config(8, 0.1)) != paper

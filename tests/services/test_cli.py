@@ -34,6 +34,30 @@ def test_eval_writes_json_csv_plots_and_prints_tables(tmp_path: Path, capsys: py
     assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
 
 
+def test_eval_shift_preset_reports_each_group_and_pooled_gaps(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    json_path = tmp_path / "shift.json"
+    argv = ["eval", "--preset", "shift", "--policies", "reuse", "fifo", "shipped:eat", "--seeds", "2"]
+    assert main([*argv, "--json", str(json_path)]) == 0
+    captured = capsys.readouterr()
+    for group in ("table-vi", "warm", "sizes", "rates"):
+        assert f"## {group}:" in captured.out and f"**{group}**" in captured.out
+    assert "| fifo | table-vi: − reuse" not in captured.out  # policies are rows, groups columns
+    assert "shipped:eat N=6 λ=0.04: not served there, skipped" in captured.err
+    document = json.loads(json_path.read_text())
+    assert {r["profile"] for r in document["rows"]} == {"reference", "paper-table-vi"}
+    assert {r["mode"] for r in document["rows"]} == {"paper", "warm"}
+    pooled = [g for g in document["gaps"] if g["scope"] == "warm" and g["baseline"] == "reuse"]
+    assert [g["policy"] for g in pooled] == ["fifo"]  # shipped:eat serves no warm setting
+    assert pooled[0]["samples"] == 2 * 7
+
+
+def test_eval_shift_preset_refuses_a_mode() -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", "--preset", "shift", "--mode", "warm", "--policies", "fifo", "--seeds", "2"])
+
+
 def test_eval_rejects_an_unknown_policy() -> None:
     with pytest.raises(SystemExit):
         main(["eval", "--nodes", "4", "--rates", "0.05", "--policies", "no-such-policy"])

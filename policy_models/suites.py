@@ -1,0 +1,107 @@
+"""Named evaluation suites (`eat eval --preset NAME`): groups of settings, fixed seeds, as data.
+
+- `paper`: the EAT paper's 15 settings (Tables IX-XI), in table order.
+- `shift`: clusters that differ from the ones the shipped policies and the heuristic's knobs were made
+  for: the paper's Table VI timings (RTX 4090: slower steps, longer loads) on the 15 settings; warm mode
+  (our executors: models stay resident, servers of three speeds) at N=8 over 7 rates; sizes never
+  trained on (N=6 and N=16) at rates of the same load per server as the paper's; and the paper's sizes
+  at rates outside its range (lighter and heavier).
+
+Each group is pooled when a suite is summarised (`policy_models.paired`), so a claim such as "better
+under the Table VI profile" rests on every seed of every setting of that group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy_models.config import PAPER_SETTINGS, Mode, SimConfig, paper_config, warm_config
+from policy_models.evaluation import SettingKey
+
+# Evaluation seeds (1000 on) are disjoint from training (100000 on), validation (500 on) and the seeds
+# tuning and metaheuristic optimisation use (0-63).
+DEFAULT_EVAL_SEEDS = 40
+
+
+@dataclass(frozen=True)
+class SettingGroup:
+    name: str
+    description: str
+    settings: tuple[SimConfig, ...]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    groups: tuple[SettingGroup, ...]
+
+    @property
+    def settings(self) -> list[SimConfig]:
+        return [cfg for group in self.groups for cfg in group.settings]
+
+    def group_of(self, key: SettingKey) -> str:
+        for group in self.groups:
+            if any(SettingKey.of(cfg) == key for cfg in group.settings):
+                return group.name
+        raise KeyError(f"{key.label} is not in suite {self.name!r}")
+
+
+def _paper_grid(mode: Mode, profile: str) -> tuple[SimConfig, ...]:
+    build = paper_config if mode == "paper" else warm_config
+    return tuple(
+        build(n, rate, patch_choices=patches, profile_name=profile)
+        for n, patches, rates in PAPER_SETTINGS
+        for rate in rates
+    )
+
+
+def paper_suite(mode: Mode = "paper", profile: str = "reference") -> Suite:
+    label = "the paper's 15 settings" + ("" if mode == "paper" else f", {mode} mode")
+    return Suite("paper", (SettingGroup("paper", label, _paper_grid(mode, profile)),))
+
+
+WARM_RATES = (0.04, 0.06, 0.08, 0.10, 0.12, 0.14, 0.16)
+# Unseen sizes at about the paper's load per server (its middle rates are ~0.0125 x N).
+UNSEEN_SIZES = ((6, (0.04, 0.075, 0.11)), (16, (0.14, 0.20, 0.26)))
+# The paper's sizes below and above the rates of its tables.
+OUTSIDE_RATES = ((4, (0.12, 0.15)), (8, (0.03, 0.18)), (12, (0.07, 0.23)))
+
+
+def shift_suite() -> Suite:
+    return Suite(
+        "shift",
+        (
+            SettingGroup(
+                "table-vi",
+                "the 15 paper settings under the paper's Table VI timings",
+                _paper_grid("paper", "paper-table-vi"),
+            ),
+            SettingGroup(
+                "warm",
+                "warm mode, N=8, 7 rates",
+                tuple(warm_config(8, rate) for rate in WARM_RATES),
+            ),
+            SettingGroup(
+                "sizes",
+                "unseen sizes N=6 and N=16",
+                tuple(paper_config(n, rate) for n, rates in UNSEEN_SIZES for rate in rates),
+            ),
+            SettingGroup(
+                "rates",
+                "rates outside the paper's range at N=4, 8, 12",
+                tuple(paper_config(n, rate) for n, rates in OUTSIDE_RATES for rate in rates),
+            ),
+        ),
+    )
+
+
+PRESETS = ("paper", "shift")
+
+
+def suite(name: str, mode: Mode = "paper", profile: str = "reference") -> Suite:
+    """A preset by name; `mode` and `profile` apply to `paper` (the others fix their own)."""
+    if name == "paper":
+        return paper_suite(mode, profile)
+    if name == "shift":
+        return shift_suite()
+    raise ValueError(f"unknown preset {name!r}; known: {list(PRESETS)}")
