@@ -32,6 +32,34 @@ class RewardConfig:
 
 
 @dataclass(frozen=True)
+class ArrivalPattern:
+    """Arrivals that are not a steady Poisson stream: a ramp up, then bursts.
+
+    The arrival rate at time t is `arrival_rate` x ramp(t) x burst(t): ramp(t) climbs from `ramp_from`
+    at t=0 to 1 at `ramp_s` (in steps of `grid_s`), and burst(t) is `burst_factor` inside any of
+    `bursts` windows of `burst_s` seconds whose starts are drawn uniformly over the first `window_s`
+    seconds of each episode, 1 elsewhere. The rate is constant on each `grid_s` step, so arrivals are an
+    exact inhomogeneous Poisson process (a unit-rate one mapped through the inverse cumulative rate).
+    """
+
+    ramp_s: float = 0.0
+    ramp_from: float = 1.0
+    burst_factor: float = 1.0
+    burst_s: float = 0.0
+    bursts: int = 0
+    window_s: float = 300.0
+    grid_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.ramp_s < 0 or not 0 < self.ramp_from <= 1:
+            raise ValueError("ArrivalPattern needs ramp_s >= 0 and 0 < ramp_from <= 1")
+        if self.burst_factor <= 0 or self.burst_s < 0 or self.bursts < 0 or self.window_s <= 0:
+            raise ValueError("ArrivalPattern needs burst_factor > 0, burst_s >= 0, bursts >= 0, window_s > 0")
+        if self.grid_s <= 0:
+            raise ValueError("ArrivalPattern needs grid_s > 0")
+
+
+@dataclass(frozen=True)
 class SimConfig:
     """One simulated cluster and its workload."""
 
@@ -58,7 +86,18 @@ class SimConfig:
     models_per_server: int = 1
     # Per-server speed factors (1.0 = the profile's speed); None = all 1.0.
     server_speeds: tuple[float, ...] | None = None
+    # warm mode: per-server resident-model slots (servers with more memory hold more models);
+    # None = models_per_server on every server.
+    server_slots: tuple[int, ...] | None = None
+    # Relative popularity of models 1..n_models (tasks ask for model m with probability w_m / sum w);
+    # None = uniform.
+    model_weights: tuple[float, ...] | None = None
+    # None = Poisson arrivals at arrival_rate; else a ramp and bursts on top of it.
+    arrival_pattern: ArrivalPattern | None = None
     reward: RewardConfig = field(default_factory=RewardConfig)
+    # A name for reports (e.g. "hard"): tells settings of one size, rate and mode apart in a table; it has
+    # no effect on the simulation.
+    tag: str = ""
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -95,6 +134,17 @@ class SimConfig:
             len(self.server_speeds) != self.n_servers or min(self.server_speeds) <= 0
         ):
             yield "server_speeds needs one positive factor per server"
+        if self.server_slots is not None:
+            if self.mode != "warm":
+                yield "server_slots is a warm-mode setting (paper mode holds one model per group)"
+            if len(self.server_slots) != self.n_servers or min(self.server_slots) < 1:
+                yield "server_slots needs one slot count >= 1 per server"
+            elif max(self.server_slots) != self.models_per_server:
+                yield "models_per_server must be the largest of server_slots"
+        if self.model_weights is not None and (
+            len(self.model_weights) != self.n_models or min(self.model_weights) <= 0
+        ):
+            yield "model_weights needs one positive weight per model"
 
     @property
     def profile(self) -> TimingProfile:
@@ -103,6 +153,11 @@ class SimConfig:
     @property
     def speeds(self) -> tuple[float, ...]:
         return self.server_speeds or (1.0,) * self.n_servers
+
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """Resident-model slots of each server."""
+        return self.server_slots or (self.models_per_server,) * self.n_servers
 
     @property
     def max_patches(self) -> int:
@@ -120,7 +175,9 @@ class SimConfig:
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:
         data = dict(data)
         data["reward"] = RewardConfig(**data.get("reward", {}))
-        for key in ("patch_choices", "server_speeds"):
+        if data.get("arrival_pattern") is not None:
+            data["arrival_pattern"] = ArrivalPattern(**data["arrival_pattern"])
+        for key in ("patch_choices", "server_speeds", "server_slots", "model_weights"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)

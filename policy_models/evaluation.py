@@ -112,14 +112,18 @@ class SettingKey:
     profile: str
     nodes: int
     rate: float
+    tag: str = ""
 
     @classmethod
     def of(cls, cfg: SimConfig) -> SettingKey:
-        return cls(cfg.mode, cfg.profile_name, cfg.n_servers, cfg.arrival_rate)
+        return cls(cfg.mode, cfg.profile_name, cfg.n_servers, cfg.arrival_rate, cfg.tag)
 
     @property
     def label(self) -> str:
-        """'N=4 λ=0.05' on the paper's own setting; mode and profile named when they differ from it."""
+        """'N=4 λ=0.05' on the paper's own setting; the tag, or mode and profile, named when they differ
+        from it."""
+        if self.tag:
+            return f"{self.tag} N={self.nodes} λ={self.rate:g}"
         prefix = [] if self.mode == "paper" else [self.mode]
         if self.profile != "reference":
             prefix.append(self.profile.removeprefix("paper-"))
@@ -154,6 +158,7 @@ class EvalRow:
     slo: tuple[Estimate, ...] = ()
     seed_slo: tuple[tuple[float, ...], ...] = ()
     goodput_per_min: Estimate = Estimate(math.nan, math.nan)
+    tag: str = ""  # SimConfig.tag of the setting
     prepare_s: float = field(default=0.0, compare=False)
     run_s: float = field(default=0.0, compare=False)
 
@@ -163,10 +168,19 @@ class EvalRow:
 
     @property
     def setting(self) -> SettingKey:
-        return SettingKey(self.mode, self.profile, self.nodes, self.rate)
+        return SettingKey(self.mode, self.profile, self.nodes, self.rate, self.tag)
 
     def slo_at(self, scale: float) -> Estimate:
         return self.slo[SLO_SCALES.index(scale)]
+
+    def metric(self, name: str) -> Estimate:
+        """An estimate by name: a field ('utility', 'goodput_per_min', ...) or 'slo_<scale>' ('slo_1.5')."""
+        if name.startswith("slo_"):
+            return self.slo_at(float(name.removeprefix("slo_")))
+        value = getattr(self, name)
+        if not isinstance(value, Estimate):
+            raise ValueError(f"{name!r} is not an estimated metric")
+        return value
 
     def seed_values(self, metric: str) -> tuple[float, ...]:
         """Per-seed values of 'utility' or 'slo_<scale>' (e.g. 'slo_1.5'), in seed order."""
@@ -220,6 +234,7 @@ def summarise(name: str, cfg: SimConfig, seeds: Sequence[int], episodes: Sequenc
         slo=tuple(per_seed(lambda e, s=scale: e.slo_attainment(s)) for scale in SLO_SCALES),
         seed_slo=tuple(tuple(e.slo_attainment(scale) for e in episodes) for scale in SLO_SCALES),
         goodput_per_min=per_seed(lambda e: e.goodput_per_min),
+        tag=cfg.tag,
     )
 
 
@@ -301,6 +316,7 @@ def row_record(row: EvalRow) -> dict[str, Any]:
         "rate": row.rate,
         "mode": row.mode,
         "profile": row.profile,
+        "tag": row.tag,
         "seeds": list(row.seeds),
         "quality": row.quality.mean,
         "response_s": row.response_s.mean,

@@ -76,6 +76,8 @@ class RawView:
     n_waiting: np.ndarray  # (B,) int
     n_arrived: np.ndarray  # (B,) int
     n_launched: np.ndarray  # (B,) int
+    # Optional: (B,N) resident-model slots per server; None = the spec's (`ObservationSpec.slots_of`).
+    slots: np.ndarray | None = None
     # Optional: `static_task_tokens` of the visible tasks, already gathered (a producer that keeps them
     # per task avoids recomputing them at every decision). None = computed here.
     task_static: np.ndarray | None = None
@@ -96,6 +98,8 @@ class ObservationSpec:
     step_s: np.ndarray  # (max_patches+1,) seconds per step by gang size
     init_s: np.ndarray  # (max_patches+1,) load seconds by gang size
     group_setup_s: float
+    # Resident-model slots of each server (all models_per_server unless the config says otherwise).
+    server_slots: tuple[int, ...] = ()
     version: int = OBS_SPEC_VERSION
 
     @classmethod
@@ -116,6 +120,7 @@ class ObservationSpec:
             step_s=np.nan_to_num(step),
             init_s=np.nan_to_num(init),
             group_setup_s=profile.group_setup_s,
+            server_slots=cfg.slots,
         )
 
     @cached_property
@@ -151,6 +156,12 @@ class ObservationSpec:
             "globals": (len(GLOBAL_FEATURES),),
         }
 
+    def slots_of(self, n_servers: int) -> np.ndarray:
+        """(n_servers,) slots per server: the config's for its own cluster, else models_per_server each."""
+        if len(self.server_slots) == n_servers:
+            return np.asarray(self.server_slots, dtype=np.float64)
+        return np.full(n_servers, float(self.models_per_server))
+
     def init_now_s(self, patches: np.ndarray, reusable: np.ndarray) -> np.ndarray:
         """Init seconds a task would pay if started now."""
         reuse_cost = self.group_setup_s if self.warm else 0.0
@@ -171,7 +182,7 @@ def encode(raw: RawView, spec: ObservationSpec) -> Observation:
             raw.group_size / spec.max_patches,
             (raw.group_size > 0) & raw.idle,
             raw.speed,
-            np.count_nonzero(resident, axis=-1) / spec.models_per_server,
+            np.count_nonzero(resident, axis=-1) / (spec.slots_of(n) if raw.slots is None else raw.slots),
         ],
         axis=-1,
         dtype=f32,
@@ -222,8 +233,9 @@ def static_task_tokens(patches: np.ndarray, model: np.ndarray, spec: Observation
 class TokenTables:
     """Every token row an observation can hold, but for its one continuous column, made by `encode`.
 
-    A server token is the row for (speed class, state, idle) with the remaining time written in; a task
-    token the row for (key, visible, reusable, feasible) with the waiting time written in. A task's key
+    A server token is the row for (server class, state, idle) with the remaining time written in, where a
+    server's class is its speed and resident-model slots; a task token the row for (key, visible,
+    reusable, feasible) with the waiting time written in. A task's key
     is patches * (n_models + 1) + model; a server's state is the key of the intact loaded group it
     belongs to (paper mode, 0 = none) or its resident models as bits (warm mode, bit m-1 = model m).
     The simulators build observations from these rows (one gather instead of a dozen feature writes);
@@ -234,15 +246,14 @@ class TokenTables:
     server_rows: np.ndarray
     # (codes, len(TASK_FEATURES)) float32; code = key * 8 + visible * 4 + reusable * 2 + feasible
     task_rows: np.ndarray
-    server_base: np.ndarray  # (N,) int64: speed class * number of states
+    server_base: np.ndarray  # (N,) int64: server class * number of states
     keys_per_size: int
 
     @staticmethod
     @cache
     def for_config(cfg: SimConfig) -> TokenTables:
         spec = ObservationSpec.from_config(cfg)
-        speeds = np.asarray(cfg.speeds, dtype=np.float64)
-        server_rows, server_base = _server_rows(cfg, spec, speeds)
+        server_rows, server_base = _server_rows(cfg, spec)
         tables = TokenTables(server_rows, _task_rows(cfg, spec), server_base, cfg.n_models + 1)
         for array in (tables.server_rows, tables.task_rows, tables.server_base):
             array.flags.writeable = False  # shared by every simulator of this config
@@ -269,12 +280,16 @@ def _task_rows(cfg: SimConfig, spec: ObservationSpec) -> np.ndarray:
     return encode(raw, spec)["tasks"][:, 0]
 
 
-def _server_rows(cfg: SimConfig, spec: ObservationSpec, speeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    classes, speed_class = np.unique(speeds, return_inverse=True)
+def _server_rows(cfg: SimConfig, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Rows by (server class, state, idle); a server's class is its (speed, slots) pair."""
+    pairs = np.stack([np.asarray(cfg.speeds, dtype=np.float64), np.asarray(cfg.slots, dtype=np.float64)], 1)
+    classes, server_class = np.unique(pairs, axis=0, return_inverse=True)
+    server_class = server_class.reshape(-1)
     warm = cfg.mode == "warm"
     n_states = 1 << cfg.n_models if warm else (cfg.max_patches + 1) * (cfg.n_models + 1)
-    codes = np.arange(classes.size * n_states * 2)
-    idle, state, speed = codes % 2 == 1, codes // 2 % n_states, classes[codes // 2 // n_states]
+    codes = np.arange(classes.shape[0] * n_states * 2)
+    idle, state, of_class = codes % 2 == 1, codes // 2 % n_states, classes[codes // 2 // n_states]
+    speed, slots = of_class[:, 0], of_class[:, 1]
     model_ids = np.arange(1, cfg.n_models + 1)
     if warm:
         resident = (state[:, None] >> (model_ids - 1)) & 1 == 1
@@ -289,7 +304,8 @@ def _server_rows(cfg: SimConfig, spec: ObservationSpec, speeds: np.ndarray) -> t
         speed=speed[:, None],
         resident=resident[:, None, :],
     )
-    return encode(raw, spec)["servers"][:, 0], (speed_class * n_states).astype(np.int64)
+    raw.slots = slots[:, None]
+    return encode(raw, spec)["servers"][:, 0], (server_class * n_states).astype(np.int64)
 
 
 def _raw_view_of_rows(
@@ -363,6 +379,7 @@ class ClusterView:
     n_waiting: int
     n_arrived: int
     n_launched: int
+    slots: list[int] | None = None  # per server; None = the spec's (`ObservationSpec.slots_of`)
 
 
 def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
@@ -373,6 +390,7 @@ def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
     n, q = len(view.idle), spec.visible_queue
     n_idle = sum(view.idle)
     n_fs, n_ft = len(SERVER_FEATURES), len(TASK_FEATURES)
+    slots = view.slots if view.slots is not None else spec.slots_of(n).tolist()
     servers = [0.0] * (n * n_fs)
     for i in range(n):
         models = view.resident[i]
@@ -384,7 +402,7 @@ def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
             size / spec.max_patches,
             size > 0 and idle,
             view.speed[i],
-            len(models) / spec.models_per_server,
+            len(models) / slots[i],
         )
         for m in models:
             servers[base + MODEL_COL_S + m - 1] = 1.0

@@ -4,7 +4,7 @@ over the groups of a suite.
 Two good policies differ by about ±1 utility per episode at N=8, so means over a few seeds decide
 nothing. Every policy in a setting plays the same workloads (one per seed), so the per-seed difference
 cancels the workload's own spread; its mean ± 95% CI is the claim. "The best heuristic" of a setting is
-the heuristic (policies.HEURISTIC_POLICIES) with the best mean utility there on the evaluation seeds
+the heuristic (policies.is_heuristic) with the best mean utility there on the evaluation seeds
 themselves: a choice made in hindsight, which favours the baseline, so a gap above it is conservative.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_models.evaluation import Estimate, EvalRow, SettingKey, estimate, paired_differences
-from policy_models.policies import HEURISTIC_POLICIES
+from policy_models.policies import is_heuristic
 from policy_models.slo import GOODPUT_SCALE, scale_label
 from policy_models.suites import SettingGroup, Suite
 
@@ -69,7 +69,7 @@ def rows_by_setting(rows: Sequence[EvalRow]) -> dict[SettingKey, list[EvalRow]]:
 
 def best_heuristic(rows: Sequence[EvalRow]) -> EvalRow | None:
     """The heuristic row with the best mean utility among `rows` (one setting); None without one."""
-    heuristics = [r for r in rows if r.policy in HEURISTIC_POLICIES]
+    heuristics = [r for r in rows if is_heuristic(r.policy)]
     return max(heuristics, key=lambda r: r.utility.mean) if heuristics else None
 
 

@@ -6,6 +6,9 @@
   (our executors: models stay resident, servers of three speeds) at N=8 over 7 rates; sizes never
   trained on (N=6 and N=16) at rates of the same load per server as the paper's; and the paper's sizes
   at rates outside its range (lighter and heavier).
+- `hard`: heterogeneous warm clusters of 8, 16 and 32 servers (speeds 0.5-2x, memory for 1-3 resident
+  models), 4-6 models with Zipf popularity, gangs of 1, 2, 4 or 8, and bursty arrivals (a ramp, then two
+  4x bursts), at three loads per server. Fixed clusters (`HARD_CLUSTER_SEED`), fixed seeds.
 
 Each group is pooled when a suite is summarised (`policy_models.paired`), so a claim such as "better
 under the Table VI profile" rests on every seed of every setting of that group.
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policy_models.config import PAPER_SETTINGS, Mode, SimConfig, paper_config, warm_config
+import numpy as np
+
+from policy_models.config import PAPER_SETTINGS, ArrivalPattern, Mode, SimConfig, paper_config, warm_config
 from policy_models.evaluation import SettingKey
 
 # Evaluation seeds (1000 on) are disjoint from training (100000 on), validation (500 on) and the seeds
@@ -95,7 +100,52 @@ def shift_suite() -> Suite:
     )
 
 
-PRESETS = ("paper", "shift")
+# The hard suite: heterogeneous warm clusters under bursty load.
+HARD_SIZES = (8, 16, 32)
+HARD_LOADS = (0.008, 0.012, 0.016)  # arrival rate per server (tasks/s); the paper's middle is ~0.0125
+HARD_MODELS = {8: 4, 16: 5, 32: 6}
+HARD_CLUSTER_SEED = 20260  # draws each size's server speeds and memory, once: the clusters are fixed
+HARD_ARRIVALS = ArrivalPattern(ramp_s=120.0, ramp_from=0.3, burst_factor=4.0, burst_s=45.0, bursts=2)
+ZIPF_EXPONENT = 1.1
+
+
+def hard_cluster(n_servers: int, rate: float) -> SimConfig:
+    """One hard setting: N servers of speeds 0.5-2x (log-uniform) and memory for 1-3 resident models,
+    4-6 models asked for with Zipf popularity, gangs of 1, 2, 4 or 8, a ramp and two 4x bursts."""
+    rng = np.random.default_rng(HARD_CLUSTER_SEED + n_servers)
+    speeds = tuple(round(float(2.0 ** rng.uniform(-1.0, 1.0)), 2) for _ in range(n_servers))
+    slots = tuple(int(s) for s in rng.integers(1, 4, n_servers))
+    n_models = HARD_MODELS[n_servers]
+    return warm_config(
+        n_servers,
+        rate,
+        n_models=n_models,
+        models_per_server=max(slots),
+        server_slots=slots,
+        server_speeds=speeds,
+        model_weights=tuple(round(m**-ZIPF_EXPONENT, 4) for m in range(1, n_models + 1)),
+        arrival_pattern=HARD_ARRIVALS,
+        patch_choices=(1, 2, 4, 8),
+        tasks_per_episode=max(32, 2 * n_servers),
+        tag="hard",
+    )
+
+
+def hard_suite() -> Suite:
+    return Suite(
+        "hard",
+        tuple(
+            SettingGroup(
+                f"N={n}",
+                f"{n} servers, {HARD_MODELS[n]} models",
+                tuple(hard_cluster(n, round(load * n, 4)) for load in HARD_LOADS),
+            )
+            for n in HARD_SIZES
+        ),
+    )
+
+
+PRESETS = ("paper", "shift", "hard")
 
 
 def suite(name: str, mode: Mode = "paper", profile: str = "reference") -> Suite:
@@ -104,4 +154,6 @@ def suite(name: str, mode: Mode = "paper", profile: str = "reference") -> Suite:
         return paper_suite(mode, profile)
     if name == "shift":
         return shift_suite()
+    if name == "hard":
+        return hard_suite()
     raise ValueError(f"unknown preset {name!r}; known: {list(PRESETS)}")

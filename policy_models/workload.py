@@ -24,7 +24,8 @@ def make_rng(seed: int | None) -> np.random.Generator:
 
 
 def uniforms_per_episode(cfg: SimConfig) -> int:
-    return (cfg.tasks_per_episode - cfg.initial_tasks) + 2 * cfg.tasks_per_episode
+    bursts = cfg.arrival_pattern.bursts if cfg.arrival_pattern is not None else 0
+    return (cfg.tasks_per_episode - cfg.initial_tasks) + 2 * cfg.tasks_per_episode + bursts
 
 
 def draw_uniforms(rng: np.random.Generator, cfg: SimConfig) -> np.ndarray:
@@ -34,15 +35,54 @@ def draw_uniforms(rng: np.random.Generator, cfg: SimConfig) -> np.ndarray:
 
 def workload_from_uniforms(u: np.ndarray, cfg: SimConfig) -> Workload:
     """`initial_tasks` wait at t=0, the rest arrive as a Poisson process of rate `arrival_rate`
-    (exponential gaps by inverse transform); patches and models are uniform over their choices."""
+    (exponential gaps by inverse transform), or shaped by `arrival_pattern`; patches are uniform over
+    their choices, models uniform or by `model_weights`."""
     n, n0 = cfg.tasks_per_episode, cfg.initial_tasks
-    gap_u, patch_u, model_u = np.split(u, [n - n0, n - n0 + n], axis=1)
-    gaps = -np.log1p(-gap_u) / cfg.arrival_rate
-    arrival = np.concatenate([np.zeros((u.shape[0], n0)), np.cumsum(gaps, axis=1)], axis=1)
+    gap_u, patch_u, model_u, burst_u = np.split(u, [n - n0, n - n0 + n, n - n0 + 2 * n], axis=1)
+    if cfg.arrival_pattern is None:
+        gaps = -np.log1p(-gap_u) / cfg.arrival_rate
+        later = np.cumsum(gaps, axis=1)
+    else:  # unit-rate Poisson points mapped through the inverse cumulative rate
+        later = patterned_arrivals(np.cumsum(-np.log1p(-gap_u), axis=1), burst_u, cfg)
+    arrival = np.concatenate([np.zeros((u.shape[0], n0)), later], axis=1)
     choices = np.asarray(cfg.patch_choices, dtype=np.int64)
     patches = choices[np.minimum((patch_u * len(choices)).astype(np.int64), len(choices) - 1)]
-    model = 1 + np.minimum((model_u * cfg.n_models).astype(np.int64), cfg.n_models - 1)
+    if cfg.model_weights is None:
+        model = 1 + np.minimum((model_u * cfg.n_models).astype(np.int64), cfg.n_models - 1)
+    else:
+        cdf = np.cumsum(cfg.model_weights) / np.sum(cfg.model_weights)
+        model = 1 + np.minimum(np.searchsorted(cdf, model_u, side="right"), cfg.n_models - 1)
     return Workload(arrival_s=arrival, patches=patches, model=model)
+
+
+def rate_grid(burst_u: np.ndarray, cfg: SimConfig) -> np.ndarray:
+    """(E, cells) arrival rate on each `grid_s` step up to the time limit, per episode."""
+    pattern = cfg.arrival_pattern
+    assert pattern is not None
+    cells = int(np.ceil(cfg.time_limit_s / pattern.grid_s))
+    start = np.arange(cells) * pattern.grid_s
+    ramp = np.ones(cells)
+    if pattern.ramp_s > 0:
+        ramp = pattern.ramp_from + (1.0 - pattern.ramp_from) * np.minimum(start / pattern.ramp_s, 1.0)
+    burst_start = burst_u * pattern.window_s  # (E, bursts)
+    inside = (start >= burst_start[..., None]) & (start < burst_start[..., None] + pattern.burst_s)
+    factor = np.where(inside.any(1), pattern.burst_factor, 1.0)
+    return cfg.arrival_rate * ramp * factor
+
+
+def patterned_arrivals(unit_points: np.ndarray, burst_u: np.ndarray, cfg: SimConfig) -> np.ndarray:
+    """Arrival times whose cumulative rate reaches each unit-rate Poisson point (E, K); past the grid
+    the last cell's rate goes on."""
+    pattern = cfg.arrival_pattern
+    assert pattern is not None
+    rate = rate_grid(burst_u, cfg)
+    cumulative = np.concatenate([np.zeros((rate.shape[0], 1)), np.cumsum(rate * pattern.grid_s, axis=1)], 1)
+    cells = rate.shape[1]
+    arrival = np.empty_like(unit_points)
+    for e in range(unit_points.shape[0]):
+        cell = np.minimum(np.searchsorted(cumulative[e], unit_points[e], side="right") - 1, cells - 1)
+        arrival[e] = cell * pattern.grid_s + (unit_points[e] - cumulative[e, cell]) / rate[e, cell]
+    return arrival
 
 
 def sample_workload(rng: np.random.Generator, cfg: SimConfig) -> Workload:

@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label(commands)
     _add_lookahead(commands)
     _add_floor(commands)
+    _add_tune(commands)
     _add_reports(commands)
     _add_models(commands)
     _add_calibrate(commands)
@@ -429,6 +430,38 @@ def _floor_against(
     )
 
 
+def _add_tune(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "tune", help="re-tune the reuse heuristic's knobs for a suite (the policy reuse:<suite> plays them)"
+    )
+    p.add_argument("--preset", choices=list(suites.PRESETS), required=True, help="the suite to tune for")
+    p.add_argument(
+        "--seeds", type=int, default=64, help="tuning seeds 0.. (default 64; evaluation uses 1000..)"
+    )
+    p.add_argument(
+        "--root", type=Path, default=None, help="where to write reuse-<suite>.json (default: shipped)"
+    )
+    p.set_defaults(handler=run_tune)
+
+
+def run_tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from policy_models import tuning
+    from policy_models.policies.tuned import TUNED_ROOT
+
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
+    seeds = tuple(range(args.seeds))
+    settings = suites.suite(args.preset).settings
+    print(f"tuning reuse on {len(settings)} settings of {args.preset}, seeds 0..{seeds[-1]}", file=sys.stderr)
+    result = tuning.tune_reuse(settings, seeds, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    path = tuning.save_tuned(result, args.preset, seeds, args.root or TUNED_ROOT)
+    print(
+        f"{path}: utility {result.start_utility:.4f} -> {result.utility:.4f} on the tuning seeds "
+        f"({result.evaluations} evaluations); knobs {dataclasses.asdict(result.knobs)}"
+    )
+    return 0
+
+
 def _add_lookahead(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "lookahead",
@@ -540,10 +573,16 @@ def _add_reports(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=SHIPPED_ROOT, help="shipped policies")
     p.set_defaults(handler=run_ship)
     p = commands.add_parser("results", help="write docs/results.md (every policy beside the paper)")
-    p.add_argument("--out", type=Path, default=Path("docs/results.md"))
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE)
+    p.add_argument("--out", type=Path, default=Path("docs/results.md"), help="the document to write")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=suites.DEFAULT_EVAL_SEEDS,
+        help=f"evaluation seeds per setting (default {suites.DEFAULT_EVAL_SEEDS})",
+    )
+    p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE, help="first seed")
     p.add_argument("--root", type=Path, default=SHIPPED_ROOT, help="shipped policies")
+    p.add_argument("--no-shift", action="store_true", help="leave out the shift suite's section (faster)")
     p.set_defaults(handler=run_results)
 
 
@@ -561,7 +600,8 @@ def run_results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     if args.seeds < 2:
         parser.error("--seeds must be >= 2 (95% intervals)")
-    out = write_results(args.out, evaluation.default_seeds(args.seeds, args.seed_base), root=args.root)
+    seeds = evaluation.default_seeds(args.seeds, args.seed_base)
+    out = write_results(args.out, seeds, root=args.root, shift=not args.no_shift)
     print(f"wrote {out}")
     return 0
 

@@ -9,6 +9,7 @@ from policy_models.policies.base import Policy
 from policy_models.policies.deadline import EarliestDeadlinePolicy
 from policy_models.policies.heuristics import FifoPolicy, GreedyPolicy, RandomPolicy, ReuseAwarePolicy
 from policy_models.policies.metaheuristics import GeneticPolicy, HarmonySearchPolicy
+from policy_models.policies.tuned import tuned_reuse
 
 _FACTORIES: dict[str, Callable[[SimConfig], Policy]] = {
     "random": RandomPolicy,
@@ -51,6 +52,8 @@ def _shipped(row: str, config: SimConfig) -> Policy:
 
 
 register_prefix("checkpoint:", _learned_from_checkpoint)
+# "reuse:<suite>": the reuse heuristic with its knobs re-tuned for that suite (`eat tune`).
+register_prefix("reuse:", tuned_reuse)
 # "shipped:<row>": the policy shipped in policy_models/checkpoints/ for that results row, picked by the
 # config's cluster size and mode (policy_models.shipped).
 register_prefix("shipped:", _shipped)
@@ -59,6 +62,11 @@ register_prefix("shipped:", _shipped)
 # The hand-written and search-based policies: the baselines a learned policy is set against ("the best
 # heuristic" of a setting is the one of these with the best mean utility there).
 HEURISTIC_POLICIES = ("random", "fifo", "greedy", "reuse", "edf", "harmony", "genetic")
+
+
+def is_heuristic(name: str) -> bool:
+    """One of HEURISTIC_POLICIES, or the reuse heuristic re-tuned for a suite ("reuse:<suite>")."""
+    return name in HEURISTIC_POLICIES or name.startswith("reuse:")
 
 
 def policy_serves(name: str, config: SimConfig) -> bool:
@@ -96,6 +104,7 @@ def make_policy(name: str, config: SimConfig) -> Policy:
 __all__ = [
     "HEURISTIC_POLICIES",
     "Policy",
+    "is_heuristic",
     "is_known_policy",
     "make_policy",
     "policy_names",

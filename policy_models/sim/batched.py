@@ -188,6 +188,7 @@ class BatchedClusterSim:
         self._quality = profile_quality_table(cfg.profile_name, cfg.max_steps)  # calibrated or the paper's
         speeds = np.asarray(cfg.speeds, dtype=np.float64)
         self._speed = speeds[:, None]
+        self._slots = np.asarray(cfg.slots, dtype=np.int64)[:, None]
         self._uniform_speed = float(speeds[0]) if (speeds == speeds[0]).all() else None
         self._warm_speed_frac = self._speed / (2.0 * speeds.max())
         lb_steps = profile_min_steps(cfg.profile_name, cfg.reward.quality_threshold, cfg.max_steps)
@@ -502,7 +503,7 @@ class BatchedClusterSim:
         n, b = self.cfg.n_servers, self.batch
         bits = self.resident_bits
         holds = (bits >> np.maximum(m - 1, 0)) & 1 == 1
-        free = self._n_resident < self.cfg.models_per_server
+        free = self._n_resident < self._slots
         preference = 4.0 * holds + 2.0 * (free & ~holds) + self._warm_speed_frac
         envs = np.flatnonzero(launch)
         candidates = np.where(self._idle.take(envs, axis=1), -preference.take(envs, axis=1), np.inf).T.copy()
@@ -691,6 +692,7 @@ class BatchedClusterSim:
             n_waiting=self.n_arrived - launched,
             n_arrived=self.n_arrived.copy(),
             n_launched=launched,
+            slots=np.broadcast_to(self._slots[:, 0].astype(np.float64), (b, n)),
         )
 
     def reference_observation(self) -> Observation:

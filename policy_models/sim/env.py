@@ -109,6 +109,7 @@ class ClusterEnv(gym.Env):
         self.render_mode = render_mode
         self._profile = config.profile
         self._speeds = list(config.speeds)
+        self._slots = list(config.slots)
         self._uniform_speed = self._speeds[0] if len(set(self._speeds)) == 1 else None
         # The profile's calibrated quality curve when it has one, else the paper's.
         self._quality = profile_quality_table(config.profile_name, config.max_steps).tolist()
@@ -307,9 +308,11 @@ class ClusterEnv(gym.Env):
         idle = self._idle_now  # noted by the observation, the state is the same
         if self.cfg.mode == "paper":
             return self._paper_selection(k, m, idle)
-        slots = self.cfg.models_per_server
         holds = [self._holds(n, m) for n in range(self.cfg.n_servers)]
-        free = [sum(1 for u in row[1:] if u != NEVER_USED) < slots for row in self._last_used]
+        free = [
+            sum(1 for u in row[1:] if u != NEVER_USED) < slots
+            for row, slots in zip(self._last_used, self._slots, strict=True)
+        ]
         gang = select_gang_warm(k, idle, holds, free, self._speeds)
         assert gang is not None, "a candidate task always has enough idle servers"
         return gang, None
@@ -377,7 +380,7 @@ class ClusterEnv(gym.Env):
             row = self._last_used[n]
             if row[model] == NEVER_USED:
                 resident = [mm for mm in range(1, len(row)) if row[mm] != NEVER_USED]
-                if len(resident) >= self.cfg.models_per_server:
+                if len(resident) >= self._slots[n]:
                     evict = min(resident, key=lambda mm: (row[mm], mm))  # least recently used
                     row[evict] = NEVER_USED
             row[model] = self._now
@@ -466,6 +469,7 @@ class ClusterEnv(gym.Env):
             n_waiting=len(waiting),
             n_arrived=self._n_arrived(),
             n_launched=self._counts["launched"],
+            slots=self._slots,
         )
 
     def _observation(self) -> Observation:

@@ -20,9 +20,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from policy_models import paired
 from policy_models.bounds import setting_floors
 from policy_models.config import SimConfig, paper_config, paper_configs
-from policy_models.evaluation import EvalRow, estimate, evaluate_policy, paired_gap, paper_settings
+from policy_models.evaluation import (
+    EvalRow,
+    SettingKey,
+    estimate,
+    evaluate_policy,
+    paired_gap,
+    paper_settings,
+)
 from policy_models.paper_tables import PAPER_NAMES, TABLES, paper_value
 from policy_models.policies import make_policy
 from policy_models.shipped import (
@@ -34,9 +42,11 @@ from policy_models.shipped import (
     shipped_policies,
 )
 from policy_models.sim.batched import BatchedClusterSim
+from policy_models.slo import GOODPUT_SCALE, scale_label
+from policy_models.suites import SettingGroup, Suite, paper_suite, shift_suite
 from services.bench.sim import machine_info
 
-HEURISTICS = ("random", "fifo", "greedy", "reuse", "harmony", "genetic")
+HEURISTICS = ("random", "fifo", "greedy", "reuse", "edf", "harmony", "genetic")
 
 
 # ----- shipping a trained run ------------------------------------------------------------------------
@@ -177,6 +187,17 @@ METRICS = (
         "could be faster at that quality)",
         "{:.2f}",
     ),
+    (
+        f"slo_{GOODPUT_SCALE:g}",
+        f"SLO attainment: share of arrived tasks finished within {scale_label(GOODPUT_SCALE)} their "
+        "standalone time (policy_models.slo)",
+        "{:.3f}",
+    ),
+    (
+        "goodput_per_min",
+        f"Goodput: tasks within {scale_label(GOODPUT_SCALE)} their standalone time per minute",
+        "{:.2f}",
+    ),
 )
 
 PAPER_MODE_ONLY = {"response_to_floor"}  # the floor follows the paper-mode reload rule
@@ -195,7 +216,7 @@ def metric_table(
         cells = []
         for cfg in configs:
             row = _row_for(rows, name, cfg)
-            cells.append(format_cell(getattr(row, metric), fmt) if row is not None else "–")
+            cells.append(format_cell(row.metric(metric), fmt) if row is not None else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         paper = TABLES.get(metric, {}).get(PAPER_NAMES.get(name, "")) if with_paper else None
         if paper is not None:
@@ -260,8 +281,10 @@ def write_results(
     root: Path = SHIPPED_ROOT,
     heuristics: Sequence[str] = HEURISTICS,
     configs: Sequence[SimConfig] | None = None,
+    shift: bool = True,
 ) -> Path:
-    """The whole document; `heuristics` and `configs` narrow it (tests), the paper's 15 by default."""
+    """The whole document; `heuristics` and `configs` narrow it (tests), the paper's 15 by default;
+    `shift` adds the shift suite's section."""
     started = time.perf_counter()
     shipped = shipped_policies(root)
     rows = evaluate_everything(shipped, seeds, heuristics, configs)
@@ -280,6 +303,9 @@ def write_results(
     for metric, title, fmt in METRICS:
         lines += [f"## {title}", "", *metric_table(rows, metric, fmt), ""]
     lines += gap_section(rows, configs)
+    lines += best_heuristic_section(rows, configs)
+    if shift:
+        lines += shift_section(shipped, seeds)
     lines += lookahead_section(out.parent / BENCH_DIR)
     lines += floor_section(rows, seeds, configs)
     lines += warm_section(shipped, seeds, [h for h in heuristics if h in WARM_HEURISTICS])
@@ -331,6 +357,61 @@ def gap_section(
     tally = ", ".join(f"{name} {winners.count(name)}" for name in sorted(set(winners), key=winners.index))
     lines.append("| best mean utility, any policy | " + " | ".join(winners) + f" | {tally} |")
     return [*lines, ""]
+
+
+def best_heuristic_section(rows: Sequence[EvalRow], configs: Sequence[SimConfig] | None) -> list[str]:
+    """Every policy against the best heuristic of each setting, seed by seed, and pooled over the
+    settings against reuse and against the best heuristic (policy_models.paired)."""
+    suite = paper_suite() if configs is None else Suite("paper", (SettingGroup("paper", "", tuple(configs)),))
+    return [
+        "## Utility against the best heuristic, seed by seed",
+        "",
+        "Each policy's utility minus that of the best heuristic of the setting (the heuristic with the best "
+        "mean utility there, picked on these seeds, which favours it), paired per seed: mean ± 95% CI; "
+        "▲ above 0, ▼ below, = not told apart. Then pooled over every seed of every setting, against "
+        "reuse and against the best heuristic, with the gap in SLO attainment at "
+        f"{scale_label(GOODPUT_SCALE)} in brackets.",
+        "",
+        *paired.setting_gap_table(rows),
+        "",
+        *paired.pooled_gap_table(rows, suite, ("reuse", paired.BEST)),
+        "",
+    ]
+
+
+SHIFT_HEURISTICS = ("fifo", "greedy", "reuse", "edf")  # the cheap ones; metaheuristics optimise per setting
+CROSS_ROW = "eat-cross"  # the shipped cross-size policy, evaluated at every size of the shift suite
+
+
+def shift_section(shipped: Sequence[ShippedPolicy], seeds: Sequence[int]) -> list[str]:
+    """The shift suite (policy_models.suites): the heuristics, the per-size EAT where it serves and the
+    cross-size EAT everywhere, per-setting gaps to the best heuristic and pooled gaps per group."""
+    suite = shift_suite()
+    rows = []
+    for cfg in suite.settings:
+        rows += [evaluate_policy(name, cfg, seeds) for name in SHIFT_HEURISTICS]
+        for policy in shipped:
+            if (policy.row == "eat" and policy.serves(cfg)) or policy.row == CROSS_ROW:
+                rows.append(replace(evaluate_policy(policy.policy_name, cfg, seeds), policy=policy.row))
+    lines = [
+        "## Under shift: other timings, warm mode, unseen sizes, other rates",
+        "",
+        f"`eat eval --preset shift --seeds {len(seeds)} --policies {' '.join(SHIFT_HEURISTICS)} shipped:eat "
+        f"checkpoint:policy_models/checkpoints/{CROSS_ROW}` gives these figures: clusters that differ from "
+        "the ones the shipped policies and the heuristic's knobs were made for. The per-size EAT plays only "
+        "the paper-mode sizes it was trained for; the cross-size EAT plays every setting.",
+        "",
+        *paired.pooled_gap_table(rows, suite, ("reuse", paired.BEST)),
+        "",
+    ]
+    for group in suite.groups:
+        lines += [
+            f"### {group.name}: {group.description}",
+            "",
+            *paired.setting_gap_table(paired.rows_in_group(rows, group)),
+            "",
+        ]
+    return lines
 
 
 def _best_mean(rows: Sequence[EvalRow], cfg: SimConfig) -> str:
@@ -447,7 +528,7 @@ def floor_section(
 
 
 def _rows_at(rows: Sequence[EvalRow], cfg: SimConfig) -> list[EvalRow]:
-    return [r for r in rows if (r.nodes, r.rate) == (cfg.n_servers, cfg.arrival_rate)]
+    return [r for r in rows if r.setting == SettingKey.of(cfg)]
 
 
 def _row_for(rows: Sequence[EvalRow], policy: str, cfg: SimConfig) -> EvalRow | None:

@@ -43,6 +43,7 @@ RECORD_KEYS = {
     # the optional keys we emit
     "mode",
     "profile",
+    "tag",
     "ratio_to_lower_bound",
     "response_to_floor",
     "wall_s",

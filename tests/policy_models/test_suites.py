@@ -6,7 +6,7 @@ import pytest
 
 from policy_models.config import PAPER_SETTINGS
 from policy_models.evaluation import SettingKey, paper_settings
-from policy_models.suites import OUTSIDE_RATES, PRESETS, paper_suite, shift_suite, suite
+from policy_models.suites import OUTSIDE_RATES, PRESETS, hard_suite, paper_suite, shift_suite, suite
 
 
 def test_the_paper_suite_is_the_papers_15_settings_in_table_order() -> None:
@@ -46,3 +46,19 @@ def test_presets_by_name() -> None:
     assert [suite(name).name for name in PRESETS] == list(PRESETS)
     with pytest.raises(ValueError, match="unknown preset"):
         suite("nope")
+
+
+def test_the_hard_suite_is_heterogeneous_skewed_and_bursty() -> None:
+    hard = hard_suite()
+    assert [g.name for g in hard.groups] == ["N=8", "N=16", "N=32"]
+    for cfg in hard.settings:
+        assert cfg.mode == "warm" and cfg.tag == "hard"
+        assert 0.5 <= min(cfg.speeds) < max(cfg.speeds) <= 2.0
+        assert set(cfg.slots) <= {1, 2, 3} and len(set(cfg.slots)) > 1
+        assert 4 <= cfg.n_models <= 6 and cfg.model_weights == tuple(sorted(cfg.model_weights, reverse=True))
+        assert cfg.patch_choices == (1, 2, 4, 8)
+        assert cfg.arrival_pattern is not None and cfg.arrival_pattern.burst_factor > 1
+    # Fixed clusters: the same speeds and memory every time, across the rates of a size.
+    assert hard_suite() == hard
+    assert len({g.settings[0].server_speeds for g in hard.groups}) == 3
+    assert SettingKey.of(hard.settings[0]).label == "hard N=8 λ=0.064"

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy_models.config import SimConfig, paper_config, warm_config
+from policy_models.config import ArrivalPattern, SimConfig, paper_config, warm_config
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.sim.env import ClusterEnv
+from policy_models.suites import hard_suite
 
 CONFIGS = {
     "paper-4": paper_config(4, 0.05),
@@ -25,6 +26,16 @@ CONFIGS = {
     "paper-32": paper_config(32, 0.4),
     "paper-8-seven-models": paper_config(8, 0.1, n_models=7),
     "paper-4-no-initial": paper_config(4, 0.05, initial_tasks=0),
+    # The hard suite's clusters: servers with different memory, skewed model popularity, bursts.
+    "warm-8-uneven-slots": warm_config(8, 0.15, models_per_server=3, server_slots=(1, 3, 2, 1, 3, 2, 1, 2)),
+    "warm-6-zipf-bursty": warm_config(
+        6,
+        0.1,
+        n_models=5,
+        model_weights=(1.0, 0.5, 0.33, 0.25, 0.2),
+        arrival_pattern=ArrivalPattern(ramp_s=60.0, ramp_from=0.3, burst_factor=4.0, burst_s=30.0, bursts=2),
+    ),
+    "hard-32": hard_suite().settings[-1],
 }
 
 

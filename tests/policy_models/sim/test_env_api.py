@@ -7,13 +7,20 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from policy_models.config import SimConfig, paper_config, warm_config
+from policy_models.suites import hard_suite
 from policy_models.sim.env import ClusterEnv
 
 
 @pytest.mark.parametrize(
     "cfg",
-    [paper_config(4, 0.05), paper_config(12, 0.15), warm_config(8, 0.1), paper_config(4, 0.05, tick_s=0.1)],
-    ids=["paper-4", "paper-12", "warm-8", "paper-4-tick"],
+    [
+        paper_config(4, 0.05),
+        paper_config(12, 0.15),
+        warm_config(8, 0.1),
+        paper_config(4, 0.05, tick_s=0.1),
+        hard_suite().settings[0],
+    ],
+    ids=["paper-4", "paper-12", "warm-8", "paper-4-tick", "hard-8"],
 )
 def test_passes_gymnasium_env_checker(cfg: SimConfig) -> None:
     check_env(ClusterEnv(cfg), skip_render_check=True)

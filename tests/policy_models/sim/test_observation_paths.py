@@ -14,6 +14,7 @@ from policy_models.config import SimConfig, paper_config, warm_config
 from policy_models.obs import Observation
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.sim.env import ClusterEnv
+from policy_models.suites import hard_suite
 
 CONFIGS = {
     "paper-4": paper_config(4, 0.05),  # group state stepped by tables
@@ -24,6 +25,9 @@ CONFIGS = {
     "paper-4-no-initial": paper_config(4, 0.05, initial_tasks=0),
     "warm-8": warm_config(8, 0.1),
     "warm-4-one-slot": warm_config(4, 0.2, models_per_server=1),
+    # Servers with different memory: the slots enter each server's token row.
+    "hard-8": hard_suite().settings[1],
+    "hard-16": hard_suite().settings[4],
 }
 
 
