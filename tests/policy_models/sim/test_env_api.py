@@ -7,8 +7,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from policy_models.config import SimConfig, paper_config, warm_config
-from policy_models.suites import hard_suite
 from policy_models.sim.env import ClusterEnv
+from policy_models.suites import hard_suite
 
 
 @pytest.mark.parametrize(
