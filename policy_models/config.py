@@ -60,6 +60,30 @@ class ArrivalPattern:
 
 
 @dataclass(frozen=True)
+class SloClasses:
+    """Per-task deadlines in two priority classes: 0 = interactive (tight), 1 = batch (loose).
+
+    Each task draws its class (probability `shares`); its deadline is its arrival plus the class's
+    `scales` x its standalone time (policy_models.slo). A launch that will finish by the deadline earns
+    the class's `bonus` on top of the EAT reward, so the reward a scheduler maximises values SLOs, the
+    interactive ones most. Tasks show their class and the time left to their deadline (two extra task
+    features: policy_models.obs.SLO_TASK_FEATURES).
+    """
+
+    scales: tuple[float, float] = (1.5, 4.0)
+    shares: tuple[float, float] = (0.4, 0.6)
+    bonus: tuple[float, float] = (4.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if len(self.scales) != 2 or len(self.shares) != 2 or len(self.bonus) != 2:
+            raise ValueError("SloClasses has exactly two classes (interactive, batch)")
+        if min(self.scales) <= 0 or min(self.shares) < 0 or abs(sum(self.shares) - 1.0) > 1e-9:
+            raise ValueError("SloClasses needs positive scales and shares that sum to 1")
+        if min(self.bonus) < 0:
+            raise ValueError("SloClasses needs bonuses >= 0")
+
+
+@dataclass(frozen=True)
 class SimConfig:
     """One simulated cluster and its workload."""
 
@@ -94,6 +118,8 @@ class SimConfig:
     model_weights: tuple[float, ...] | None = None
     # None = Poisson arrivals at arrival_rate; else a ramp and bursts on top of it.
     arrival_pattern: ArrivalPattern | None = None
+    # None = no per-task deadlines (SLO attainment is still measured at fixed scales).
+    slo_classes: SloClasses | None = None
     reward: RewardConfig = field(default_factory=RewardConfig)
     # A name for reports (e.g. "hard"): tells settings of one size, rate and mode apart in a table; it has
     # no effect on the simulation.
@@ -177,6 +203,8 @@ class SimConfig:
         data["reward"] = RewardConfig(**data.get("reward", {}))
         if data.get("arrival_pattern") is not None:
             data["arrival_pattern"] = ArrivalPattern(**data["arrival_pattern"])
+        if data.get("slo_classes") is not None:
+            data["slo_classes"] = SloClasses(**{k: tuple(v) for k, v in data["slo_classes"].items()})
         for key in ("patch_choices", "server_speeds", "server_slots", "model_weights"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

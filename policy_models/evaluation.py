@@ -159,6 +159,8 @@ class EvalRow:
     seed_slo: tuple[tuple[float, ...], ...] = ()
     goodput_per_min: Estimate = Estimate(math.nan, math.nan)
     tag: str = ""  # SimConfig.tag of the setting
+    # With SLO classes: the share of each class's tasks (interactive, batch) that met their own deadline.
+    class_attainment: tuple[Estimate, Estimate] = (Estimate(math.nan, math.nan), Estimate(math.nan, math.nan))
     prepare_s: float = field(default=0.0, compare=False)
     run_s: float = field(default=0.0, compare=False)
 
@@ -235,6 +237,11 @@ def summarise(name: str, cfg: SimConfig, seeds: Sequence[int], episodes: Sequenc
         seed_slo=tuple(tuple(e.slo_attainment(scale) for e in episodes) for scale in SLO_SCALES),
         goodput_per_min=per_seed(lambda e: e.goodput_per_min),
         tag=cfg.tag,
+        class_attainment=(
+            (per_seed(lambda e: e.class_attainment(0)), per_seed(lambda e: e.class_attainment(1)))
+            if cfg.slo_classes is not None
+            else (Estimate(math.nan, math.nan), Estimate(math.nan, math.nan))
+        ),
     )
 
 
@@ -331,6 +338,8 @@ def row_record(row: EvalRow) -> dict[str, Any]:
         "response_to_floor": row.response_to_floor.mean,
         "goodput_per_min": row.goodput_per_min.mean,
         "goodput_ci95": row.goodput_per_min.ci95,
+        "deadline_met_interactive": row.class_attainment[0].mean,
+        "deadline_met_batch": row.class_attainment[1].mean,
     }
     for scale, est in zip(SLO_SCALES, row.slo, strict=True):
         values[f"slo_{scale_label(scale)}"] = est.mean
@@ -404,6 +413,10 @@ TABLES: tuple[TableSpec, ...] = (
             lambda r, s=scale: _with_ci(r.slo_at(s), 3),
         )
         for scale in (1.0, 1.5)
+    ),
+    TableSpec(
+        "Own deadlines met, interactive / batch tasks (SLO classes only)",
+        lambda r: " / ".join(_fmt(e.mean, 3) for e in r.class_attainment),
     ),
     TableSpec(
         f"Goodput: tasks within {scale_label(GOODPUT_SCALE)} their standalone time per minute",

@@ -140,6 +140,8 @@ def cluster_view(snapshot: Snapshot, cfg: SimConfig, catalog: ModelCatalog) -> C
         task_patches=[min(t.patches, cfg.max_patches) for t in visible],
         task_model=[catalog.id_of(t.model) for t in visible],
         task_reusable=[idle_holders(snapshot, t.model) >= t.patches for t in visible],
+        # SLO classes (SimConfig.slo_classes): a task with a positive priority is interactive (class 0).
+        task_class=[0 if t.priority > 0 else 1 for t in visible] if cfg.slo_classes is not None else None,
         n_waiting=snapshot.total_queued,
         n_arrived=snapshot.arrived,
         n_launched=snapshot.launched,

@@ -15,6 +15,7 @@ from functools import cache, cached_property
 
 import numpy as np
 
+from policy_models import slo
 from policy_models.config import SimConfig
 from policy_models.profiles import TimingProfile
 
@@ -41,6 +42,13 @@ TASK_FEATURES = (
     "init_now",  # init seconds if started now (0 or group setup when reusable, else a load) / TIME_SCALE_S
 ) + tuple(f"model_{m}" for m in range(1, MAX_MODELS + 1))
 
+# Appended to TASK_FEATURES when the config has SLO classes (SimConfig.slo_classes): whether the task is
+# interactive (class 0, the tight SLO) and the seconds left until its deadline (negative once missed).
+SLO_TASK_FEATURES = (
+    "interactive",  # 1 for an interactive task (SLO class 0)
+    "slack",  # (its class's response limit - waiting) / TIME_SCALE_S: time left to its deadline
+)
+
 GLOBAL_FEATURES = (
     "time",  # now / time limit
     "idle_frac",  # idle servers / servers
@@ -50,7 +58,7 @@ GLOBAL_FEATURES = (
 )
 
 S_IDX = {name: i for i, name in enumerate(SERVER_FEATURES)}
-T_IDX = {name: i for i, name in enumerate(TASK_FEATURES)}
+T_IDX = {name: i for i, name in enumerate(TASK_FEATURES + SLO_TASK_FEATURES)}
 G_IDX = {name: i for i, name in enumerate(GLOBAL_FEATURES)}
 MODEL_COL_S = S_IDX["model_1"]
 MODEL_COL_T = T_IDX["model_1"]
@@ -78,6 +86,9 @@ class RawView:
     n_launched: np.ndarray  # (B,) int
     # Optional: (B,N) resident-model slots per server; None = the spec's (`ObservationSpec.slots_of`).
     slots: np.ndarray | None = None
+    # Optional: (B,Q) SLO class of each visible task (0 = interactive); None = all 0. Used only with
+    # SLO classes (the spec's `class_limits`).
+    task_class: np.ndarray | None = None
     # Optional: `static_task_tokens` of the visible tasks, already gathered (a producer that keeps them
     # per task avoids recomputing them at every decision). None = computed here.
     task_static: np.ndarray | None = None
@@ -100,6 +111,9 @@ class ObservationSpec:
     group_setup_s: float
     # Resident-model slots of each server (all models_per_server unless the config says otherwise).
     server_slots: tuple[int, ...] = ()
+    # (2, max_patches+1) response limit by SLO class and gang size when the config has SLO classes (the
+    # task tokens then carry SLO_TASK_FEATURES); None otherwise.
+    class_limits: np.ndarray | None = None
     version: int = OBS_SPEC_VERSION
 
     @classmethod
@@ -121,7 +135,13 @@ class ObservationSpec:
             init_s=np.nan_to_num(init),
             group_setup_s=profile.group_setup_s,
             server_slots=cfg.slots,
+            class_limits=None if cfg.slo_classes is None else slo.class_limits(cfg),
         )
+
+    @property
+    def task_width(self) -> int:
+        """Features per task token: TASK_FEATURES, and SLO_TASK_FEATURES with SLO classes."""
+        return len(TASK_FEATURES) + (len(SLO_TASK_FEATURES) if self.class_limits is not None else 0)
 
     @cached_property
     def run_at_max_norm(self) -> list[float]:
@@ -152,7 +172,7 @@ class ObservationSpec:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {
             "servers": (self.n_servers, len(SERVER_FEATURES)),
-            "tasks": (self.visible_queue, len(TASK_FEATURES)),
+            "tasks": (self.visible_queue, self.task_width),
             "globals": (len(GLOBAL_FEATURES),),
         }
 
@@ -200,6 +220,11 @@ def encode(raw: RawView, spec: ObservationSpec) -> Observation:
     tasks[..., T_IDX["feasible"]] = valid & (patches <= n_idle)
     tasks[..., T_IDX["reusable"]] = raw.task_reusable
     tasks[..., T_IDX["init_now"]] = init_now / TIME_SCALE_S
+    if spec.class_limits is not None:
+        task_class = np.zeros_like(patches) if raw.task_class is None else raw.task_class
+        tasks[..., T_IDX["interactive"]] = valid & (task_class == 0)
+        limit = spec.class_limits[task_class, patches]
+        tasks[..., T_IDX["slack"]] = np.where(valid, (limit - raw.task_waiting_s) / TIME_SCALE_S, 0.0)
 
     glob = np.stack(
         [
@@ -221,11 +246,13 @@ _MODEL_IDS = np.arange(1, MAX_MODELS + 1)
 def static_task_tokens(patches: np.ndarray, model: np.ndarray, spec: ObservationSpec) -> np.ndarray:
     """The task-token columns fixed for a task's lifetime (valid, patches, run at max, model one-hot);
     the others are left 0. patches == 0 marks an empty slot (an all-zero row)."""
-    tokens = np.zeros((*patches.shape, len(TASK_FEATURES)), dtype=np.float32)
+    tokens = np.zeros((*patches.shape, spec.task_width), dtype=np.float32)
     tokens[..., T_IDX["valid"]] = patches > 0
     tokens[..., T_IDX["patches"]] = patches / spec.max_patches
     tokens[..., T_IDX["run_at_max"]] = spec.step_s[patches] * (spec.max_steps / TIME_SCALE_S)
-    tokens[..., MODEL_COL_T:] = (model[..., None] == _MODEL_IDS) & (patches[..., None] > 0)
+    tokens[..., MODEL_COL_T : MODEL_COL_T + MAX_MODELS] = (model[..., None] == _MODEL_IDS) & (
+        patches[..., None] > 0
+    )
     return tokens
 
 
@@ -380,6 +407,7 @@ class ClusterView:
     n_arrived: int
     n_launched: int
     slots: list[int] | None = None  # per server; None = the spec's (`ObservationSpec.slots_of`)
+    task_class: list[int] | None = None  # per visible task, SLO class (0 = interactive); None = all 0
 
 
 def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
@@ -389,7 +417,7 @@ def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
     """
     n, q = len(view.idle), spec.visible_queue
     n_idle = sum(view.idle)
-    n_fs, n_ft = len(SERVER_FEATURES), len(TASK_FEATURES)
+    n_fs, n_ft = len(SERVER_FEATURES), spec.task_width
     slots = view.slots if view.slots is not None else spec.slots_of(n).tolist()
     servers = [0.0] * (n * n_fs)
     for i in range(n):
@@ -414,6 +442,11 @@ def encode_one(view: ClusterView, spec: ObservationSpec) -> Observation:
         tasks += templates[k, view.task_reusable[j], view.task_model[j]]
         tasks[base + waiting_col] = view.task_waiting_s[j] / TIME_SCALE_S
         tasks[base + feasible_col] = k <= n_idle
+        if spec.class_limits is not None:
+            task_class = view.task_class[j] if view.task_class is not None else 0
+            tasks[base + T_IDX["interactive"]] = float(task_class == 0)
+            limit = spec.class_limits[task_class, k]
+            tasks[base + T_IDX["slack"]] = (limit - view.task_waiting_s[j]) / TIME_SCALE_S
     tasks += [0.0] * ((q - len(view.task_patches)) * n_ft)
     glob = (
         view.now / spec.time_limit_s,

@@ -12,6 +12,10 @@ paper's curve). So a model reload (24-32 s in the paper's profiles) or a wait lo
 misses a tight SLO: both are what a scheduler chooses, and both are what SLO attainment measures.
 Fewer steps than the reference buy back time at a cost in quality.
 
+With `SimConfig.slo_classes`, each task also has a deadline of its own: its class's scale x its
+standalone time (`class_limits`), a reward bonus for meeting it (`class_bonus`), and attainment is
+reported per class (`EpisodeStats.class_attainment`).
+
 Attainment counts every arrived task: one never started misses its SLO. The simulators keep one count
 per scale in `SLO_SCALES` (`EpisodeStats.slo_met`), so the single and the batched simulator agree on it
 exactly, and `goodput` is the SLO-met tasks at `GOODPUT_SCALE` per minute of the episode's makespan.
@@ -44,6 +48,22 @@ def standalone_table(cfg: SimConfig) -> np.ndarray:
         if k <= cfg.max_patches:
             table[k] = setup + profile.step_s[k] * steps
     return table
+
+
+def class_limits(cfg: SimConfig) -> np.ndarray:
+    """(2, max_patches + 1): the response-time limit of a task of each SLO class and gang size
+    (cfg.slo_classes' scale x the standalone time). Without SLO classes no task has a deadline, so
+    none counts as met: -inf."""
+    if cfg.slo_classes is None:
+        return np.full((2, cfg.max_patches + 1), -np.inf)
+    return np.multiply.outer(np.asarray(cfg.slo_classes.scales), standalone_table(cfg))
+
+
+def class_bonus(cfg: SimConfig) -> np.ndarray:
+    """(2,) reward a launch earns when it will meet its class's deadline (0 without SLO classes)."""
+    if cfg.slo_classes is None:
+        return np.zeros(2)
+    return np.asarray(cfg.slo_classes.bonus, dtype=np.float64)
 
 
 def slo_deadlines(standalone_s: float | np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ class Workload:
     arrival_s: np.ndarray  # (E,T) float, non-decreasing along a row
     patches: np.ndarray  # (E,T) int, servers the task must run on together
     model: np.ndarray  # (E,T) int, model id >= 1
+    slo_class: np.ndarray  # (E,T) int, 0 = interactive, 1 = batch (all 0 without SloClasses)
 
 
 def make_rng(seed: int | None) -> np.random.Generator:
@@ -25,7 +26,8 @@ def make_rng(seed: int | None) -> np.random.Generator:
 
 def uniforms_per_episode(cfg: SimConfig) -> int:
     bursts = cfg.arrival_pattern.bursts if cfg.arrival_pattern is not None else 0
-    return (cfg.tasks_per_episode - cfg.initial_tasks) + 2 * cfg.tasks_per_episode + bursts
+    classes = cfg.tasks_per_episode if cfg.slo_classes is not None else 0
+    return (cfg.tasks_per_episode - cfg.initial_tasks) + 2 * cfg.tasks_per_episode + bursts + classes
 
 
 def draw_uniforms(rng: np.random.Generator, cfg: SimConfig) -> np.ndarray:
@@ -38,7 +40,9 @@ def workload_from_uniforms(u: np.ndarray, cfg: SimConfig) -> Workload:
     (exponential gaps by inverse transform), or shaped by `arrival_pattern`; patches are uniform over
     their choices, models uniform or by `model_weights`."""
     n, n0 = cfg.tasks_per_episode, cfg.initial_tasks
-    gap_u, patch_u, model_u, burst_u = np.split(u, [n - n0, n - n0 + n, n - n0 + 2 * n], axis=1)
+    bursts = cfg.arrival_pattern.bursts if cfg.arrival_pattern is not None else 0
+    cuts = np.cumsum([n - n0, n, n, bursts])
+    gap_u, patch_u, model_u, burst_u, class_u = np.split(u, cuts, axis=1)
     if cfg.arrival_pattern is None:
         gaps = -np.log1p(-gap_u) / cfg.arrival_rate
         later = np.cumsum(gaps, axis=1)
@@ -52,7 +56,10 @@ def workload_from_uniforms(u: np.ndarray, cfg: SimConfig) -> Workload:
     else:
         cdf = np.cumsum(cfg.model_weights) / np.sum(cfg.model_weights)
         model = 1 + np.minimum(np.searchsorted(cdf, model_u, side="right"), cfg.n_models - 1)
-    return Workload(arrival_s=arrival, patches=patches, model=model)
+    slo_class = np.zeros_like(model)
+    if cfg.slo_classes is not None:
+        slo_class = (class_u >= cfg.slo_classes.shares[0]).astype(np.int64)
+    return Workload(arrival_s=arrival, patches=patches, model=model, slo_class=slo_class)
 
 
 def rate_grid(burst_u: np.ndarray, cfg: SimConfig) -> np.ndarray:

@@ -45,7 +45,7 @@ from torch import nn
 from policy_models.learning.hints import HINTS, observation_shapes
 from policy_models.learning.prior import DEFAULT_DECAY, DEFAULT_IDLE_EDGES, DEFAULT_QUEUE_EDGES, ActionPrior
 from policy_models.nets import AttentionEncoder, DiffusionActor, FlatEncoder, GaussianActor, TwinCritic
-from policy_models.obs import GLOBAL_FEATURES, SERVER_FEATURES, TASK_FEATURES, ObservationSpec
+from policy_models.obs import GLOBAL_FEATURES, SERVER_FEATURES, ObservationSpec
 
 Algorithm = Literal["eat", "eat-a", "eat-d", "eat-da", "lad-ts"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -307,7 +307,7 @@ def _build_encoder(config: AgentConfig, obs_spec: ObservationSpec) -> Encoder:
     if config.uses_attention:
         return AttentionEncoder(
             len(SERVER_FEATURES),
-            len(TASK_FEATURES),
+            obs_spec.task_width,
             len(GLOBAL_FEATURES),
             d_model=config.d_model,
             heads=config.attention_heads,

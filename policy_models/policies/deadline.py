@@ -1,6 +1,7 @@
 """An SLO-aware rule in TetriServe's spirit: earliest deadline first, steps chosen to just meet it.
 
-Each task's deadline is its arrival plus `scale` x its standalone time (policy_models.slo). Among the
+Each task's deadline is its arrival plus `scale` x its standalone time (policy_models.slo), or, where
+the cluster has SLO classes, its own deadline read from its token (the `slack` feature). Among the
 feasible visible tasks, those that can still finish by their deadline with a useful step count (one of
 positive quality) go first, earliest deadline first, each at the most steps that still meet it (capped
 at the step range): the time the deadline leaves is spent on quality. When no feasible task can meet
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from policy_models.config import SimConfig
-from policy_models.obs import Observation, ObservationSpec
+from policy_models.obs import T_IDX, TIME_SCALE_S, Observation, ObservationSpec
 from policy_models.policies.base import Policy
 from policy_models.policies.heuristics import LaunchOutlook, one_hot_scores
 from policy_models.profiles import profile_quality_table
@@ -37,8 +38,7 @@ class EarliestDeadlinePolicy(Policy):
     def act(self, obs: Observation) -> np.ndarray:
         out = LaunchOutlook(obs, self.cfg, self._spec)
         tasks = out.tasks
-        patches = np.clip(tasks.patches, 0, len(self._standalone) - 1)
-        time_left = self.scale * self._standalone[patches] - out.wait_s  # (B,Q) until the deadline
+        time_left = self._time_left(obs, out)  # (B,Q) seconds until each task's deadline
         meets = (out.exec_s(self._steps) <= time_left[..., None]) & self._useful  # (B,Q,S)
         on_time = tasks.feasible & meets.any(-1)
         # The most steps that still meet the deadline (meets is monotone: fewer steps finish sooner).
@@ -50,3 +50,9 @@ class EarliestDeadlinePolicy(Policy):
         chosen_steps = np.take_along_axis(most_steps, slot[:, None], 1)[:, 0]
         steps = np.where(any_on_time, chosen_steps, self._reference_steps)
         return self.compose(tasks.feasible.any(1), steps, one_hot_scores(slot, tasks.feasible.shape[1]))
+
+    def _time_left(self, obs: Observation, out: LaunchOutlook) -> np.ndarray:
+        if self._spec.class_limits is not None:  # each task's own deadline (obs.SLO_TASK_FEATURES)
+            return obs["tasks"][..., T_IDX["slack"]].astype(np.float64) * TIME_SCALE_S
+        patches = np.clip(out.tasks.patches, 0, len(self._standalone) - 1)
+        return self.scale * self._standalone[patches] - out.wait_s

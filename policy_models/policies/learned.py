@@ -80,8 +80,19 @@ class LearnedPolicy(Policy):
         if self.compiled:
             self.act(BatchedClusterSim(self.cfg, [0]).reset())
 
+    @property
+    def task_features(self) -> int:
+        """Task-token width the encoder was built for: a policy made without SLO features reads only
+        the first TASK_FEATURES columns of observations that carry them (obs.SLO_TASK_FEATURES)."""
+        encoder = self.encoder
+        if isinstance(encoder, FlatEncoder):
+            return encoder.obs_shapes["tasks"][-1]
+        return int(encoder.config()["task_features"])
+
     def act(self, obs: Observation) -> np.ndarray:
         obs = with_hint(obs, self.hinter)
+        if obs["tasks"].shape[-1] > self.task_features:
+            obs = {**obs, "tasks": np.ascontiguousarray(obs["tasks"][..., : self.task_features])}
         if self.compiled:
             tensors = as_tensors(obs)
             inputs = tuple(tensors[key] for key in observation_keys(tensors))

@@ -55,7 +55,7 @@ from policy_models.profiles import profile_min_steps, profile_quality_table
 from policy_models.reward import launch_reward
 from policy_models.sim.group_table import GroupTable
 from policy_models.sim.stats import SLO_FIELDS, STAT_FIELDS, EpisodeStats
-from policy_models.slo import slo_deadlines, standalone_table
+from policy_models.slo import class_bonus, class_limits, slo_deadlines, standalone_table
 from policy_models.workload import make_rng, uniforms_per_episode, workload_from_uniforms
 
 COL = {name: i for i, name in enumerate(STAT_FIELDS)}
@@ -194,6 +194,8 @@ class BatchedClusterSim:
         lb_steps = profile_min_steps(cfg.profile_name, cfg.reward.quality_threshold, cfg.max_steps)
         self._lb_run = self._step_s * lb_steps / speeds.max()
         self._slo_limits = slo_deadlines(standalone_table(cfg))  # (scales, gang size): policy_models.slo
+        self._class_limits = class_limits(cfg)  # (SLO class, gang size): each task's own deadline
+        self._class_bonus = class_bonus(cfg)
         # Globals: now, idle servers, waiting, arrived and launched tasks over their scales.
         scales = (spec.time_limit_s, n, spec.visible_queue, spec.tasks_per_episode, spec.tasks_per_episode)
         self._global_scales = np.array(scales, dtype=np.float64)[:, None]
@@ -217,6 +219,7 @@ class BatchedClusterSim:
         self._block_size = max(1, min(MAX_EPISODES_PER_BLOCK, BLOCK_CELLS // (b * t)))
         self._block_arrival = np.zeros((b, self._block_size, t))
         self._block_key = np.zeros((b, self._block_size, t), dtype=np.int32)
+        self._block_class = np.zeros((b, self._block_size, t), dtype=np.int8)  # SLO class per task
         self._block_arrived = np.zeros((b, self._block_size), dtype=np.int64)  # tasks waiting at t=0
         self._next_draw = np.full(b, self._block_size)
         self._episode_draw = np.zeros(b, dtype=np.int64)  # where in its block each env's episode is
@@ -241,9 +244,11 @@ class BatchedClusterSim:
         # The current episode's tasks (row T is the sentinel).
         self.arrival = np.full((t + 1, b), np.inf)
         self.key = np.zeros((t + 1, b), dtype=np.int64)
+        self.slo_class = np.zeros((t + 1, b), dtype=np.int64)  # 0 = interactive (policy_models.slo)
         # The queue: the first Q+1 tasks not launched yet, and the index of the task after them.
         self.cand_arrival = np.full((q + 1, b), np.inf)
         self.cand_key = np.zeros((q + 1, b), dtype=np.int64)
+        self.cand_class = np.zeros((q + 1, b), dtype=np.int64)
         self.next_task = np.zeros(b, dtype=np.int64)
         self.n_arrived = np.zeros(b, dtype=np.int64)
         self.stats = np.zeros((len(STAT_FIELDS), b))
@@ -280,6 +285,7 @@ class BatchedClusterSim:
         draw = self._take_draws(envs)
         self.arrival[:t, envs] = self._block_arrival[envs, draw].T
         self.key[:t, envs] = self._block_key[envs, draw].T
+        self.slo_class[:t, envs] = self._block_class[envs, draw].T
         self.n_arrived[envs] = self._block_arrived[envs, draw]
         self.now[envs] = 0.0
         if cfg.tick_s is not None:
@@ -293,6 +299,7 @@ class BatchedClusterSim:
         first = self._first_tasks + envs
         self.cand_arrival[:, envs] = self.arrival.ravel().take(first)
         self.cand_key[:, envs] = self.key.ravel().take(first)
+        self.cand_class[:, envs] = self.slo_class.ravel().take(first)
         self.next_task[envs] = min(cfg.visible_queue + 1, t)
         self.stats[:, envs] = 0.0
         self.terminated[envs] = False
@@ -313,6 +320,7 @@ class BatchedClusterSim:
             block = (empty.size, self._block_size, cfg.tasks_per_episode)
             self._block_arrival[empty] = wl.arrival_s.reshape(block)
             self._block_key[empty] = (wl.patches * self._keys_per_size + wl.model).reshape(block)
+            self._block_class[empty] = wl.slo_class.reshape(block)
             self._block_arrived[empty] = (wl.arrival_s <= 0.0).sum(1).reshape(block[:2])
             self._next_draw[empty] = 0
         draw = self._next_draw[envs]
@@ -367,6 +375,9 @@ class BatchedClusterSim:
         self.stats[COL["sum_lower_bound_s"], envs] = lb.sum(1)
         self.stats[COL["end_time_s"], envs] = self.now[envs]
         self.stats[COL["makespan_s"], envs] = np.maximum(self.now[envs], self.busy_until[:, envs].max(0))
+        batch_class = np.where(arrived, self._block_class[envs, self._episode_draw[envs]], 0).sum(1)
+        self.stats[COL["class0_arrived"], envs] = self.n_arrived[envs] - batch_class
+        self.stats[COL["class1_arrived"], envs] = batch_class
         rows = self.stats[:, envs].T.copy()
         self._reset_envs(envs)
         return envs, rows
@@ -401,20 +412,31 @@ class BatchedClusterSim:
         self.busy_until = np.where(members, now + init + run, self.busy_until)
         # A waiting time of 1 s where nothing launches keeps the reward's denominator positive there.
         wait = np.where(launch, now - self.cand_arrival.ravel().take(at_slot), 1.0)
+        slo_class = self.cand_class.ravel().take(at_slot)
         self._drop_candidate(launch, slot)
         self.stats[COL["launched"]] += launch
         quality = self._quality[steps]
         reward = launch_reward(wait, init + run, self._queue_wait(), quality, cfg.reward)
+        deadline_met = (wait + init + run <= self._class_limits[slo_class, k]) & launch
+        if cfg.slo_classes is not None:
+            reward = reward + np.where(deadline_met, self._class_bonus[slo_class], 0.0)
         below = quality < cfg.reward.quality_threshold
         self._record(launch, ~reused, below, wait, init, run, quality, steps, reward)
         self.stats[SLO_STATS] += (wait + init + run <= self._slo_limits[:, k]) & launch
+        self.stats[COL["class0_met"]] += deadline_met & (slo_class == 0)
+        self.stats[COL["class1_met"]] += deadline_met & (slo_class == 1)
         return reward * launch, launch & ~reused, steps * launch
 
     def _drop_candidate(self, launch: np.ndarray, slot: np.ndarray) -> None:
         """Remove the launched candidate (the later ones move up) and append the next task."""
         shift = launch & (self._slot_ix >= slot)
         incoming = self.next_task * self.batch + self._env
-        for values, per_task in ((self.cand_arrival, self.arrival), (self.cand_key, self.key)):
+        pairs = (
+            (self.cand_arrival, self.arrival),
+            (self.cand_key, self.key),
+            (self.cand_class, self.slo_class),
+        )
+        for values, per_task in pairs:
             values[:-1] = np.where(shift, values[1:], values[:-1])
             values[-1] = np.where(launch, per_task.ravel().take(incoming), values[-1])
         self.next_task += launch & (self.next_task < self.cfg.tasks_per_episode)
@@ -609,6 +631,12 @@ class BatchedClusterSim:
         np.maximum(waiting, 0.0, out=waiting)  # 0 for tasks not arrived yet
         column = tasks.transpose(1, 0, 2)[:, :, T_IDX["waiting"]]
         np.divide(waiting, TIME_SCALE_S, out=column, casting="same_kind")
+        if self.cfg.slo_classes is not None:  # obs.SLO_TASK_FEATURES: class and time left to the deadline
+            by_slot = tasks.transpose(1, 0, 2)
+            classes = self.cand_class[:-1]
+            by_slot[:, :, T_IDX["interactive"]] = valid & (classes == 0)
+            limit = self._class_limits[classes, self.cand_key[:-1] // self._keys_per_size]
+            by_slot[:, :, T_IDX["slack"]] = np.where(valid, (limit - waiting) / TIME_SCALE_S, 0.0)
         return tasks
 
     def _server_tokens(self, idle: np.ndarray) -> np.ndarray:
@@ -689,6 +717,7 @@ class BatchedClusterSim:
             task_patches=(key // per_size).T.copy(),
             task_model=(key % per_size).T.copy(),
             task_reusable=(valid & (self._reusable(idle) > 0)).T.copy(),
+            task_class=(self.cand_class[:-1] * valid).T.copy(),
             n_waiting=self.n_arrived - launched,
             n_arrived=self.n_arrived.copy(),
             n_launched=launched,

@@ -51,7 +51,7 @@ from policy_models.selector import (
     select_gang_warm,
 )
 from policy_models.sim.stats import SLO_FIELDS, EpisodeStats
-from policy_models.slo import slo_deadlines, standalone_table
+from policy_models.slo import class_bonus, class_limits, slo_deadlines, standalone_table
 from policy_models.workload import Workload, sample_workload
 
 NEVER_USED = -math.inf
@@ -118,6 +118,9 @@ class ClusterEnv(gym.Env):
         )
         # Response-time limits per SLO scale and gang size: _slo_limits[j][k] (policy_models.slo).
         self._slo_limits = slo_deadlines(standalone_table(config)).tolist()
+        # Per-task deadlines by SLO class and gang size, and the bonus for meeting them.
+        self._class_limits = class_limits(config).tolist()
+        self._class_bonus = class_bonus(config).tolist()
         self._tables = TokenTables.for_config(config)
         self._server_base = self._tables.server_base.tolist()
         # (group, group_model, idle) -> (reusable keys as bits, server codes): see _paper_epoch.
@@ -136,6 +139,7 @@ class ClusterEnv(gym.Env):
         self._arrival = wl.arrival_s[0].tolist()
         self._patches = wl.patches[0].tolist()
         self._model = wl.model[0].tolist()
+        self._slo_class = wl.slo_class[0].tolist()
         per_size = self._tables.keys_per_size
         self._key = [p * per_size + m for p, m in zip(self._patches, self._model, strict=True)]
         self._task_code_base = [key * 8 + 4 for key in self._key]  # TokenTables code of a visible task
@@ -155,6 +159,7 @@ class ClusterEnv(gym.Env):
         )
         self._total_reward = 0.0
         self._slo_met = [0] * len(SLO_FIELDS)
+        self._class_met = [0, 0]
         self._terminated = self._truncated = False
         self._note_resident_models()
         self._admit_arrivals()
@@ -334,9 +339,16 @@ class ClusterEnv(gym.Env):
         queue_wait = sum([now - arrival[t] for t in queue]) / len(queue) if queue else 0.0
         quality = self._quality[steps]  # profile_quality
         reward = float(launch_reward(wait, init + run, queue_wait, quality, self.cfg.reward))
+        slo_class = self._slo_class[task]
+        deadline_met = wait + init + run <= self._class_limits[slo_class][k]
+        if self.cfg.slo_classes is not None and deadline_met:
+            reward += self._class_bonus[slo_class]
         self._record(wait, init, run, quality, steps, reward, reloaded=not gang.reused)
         self._record_slo(wait + init + run, k)
+        self._class_met[slo_class] += deadline_met
         info = {
+            "slo_class": slo_class,
+            "deadline_met": deadline_met,
             "launched": True,
             "task": task,
             "steps": steps,
@@ -466,6 +478,7 @@ class ClusterEnv(gym.Env):
             task_patches=[self._patches[t] for t in visible],
             task_model=[self._model[t] for t in visible],
             task_reusable=self._reusable_tasks(visible, idle),
+            task_class=[self._slo_class[t] for t in visible],
             n_waiting=len(waiting),
             n_arrived=self._n_arrived(),
             n_launched=self._counts["launched"],
@@ -491,6 +504,12 @@ class ClusterEnv(gym.Env):
         tasks = tables.task_rows.take(task_codes, axis=0)
         arrival, scale = self._arrival, TIME_SCALE_S
         tasks[: len(visible), T_IDX["waiting"]] = [(now - arrival[t]) / scale for t in visible]
+        if cfg.slo_classes is not None:  # obs.SLO_TASK_FEATURES: class and time left to the deadline
+            classes, limits = self._slo_class, self._class_limits
+            tasks[: len(visible), T_IDX["interactive"]] = [classes[t] == 0 for t in visible]
+            tasks[: len(visible), T_IDX["slack"]] = [
+                (limits[classes[t]][patches[t]] - (now - arrival[t])) / scale for t in visible
+            ]
         servers = tables.server_rows.take(server_codes, axis=0)
         remaining = S_IDX["remaining"]  # 0 in the rows; only busy servers need a value
         for n, until in enumerate(busy):
@@ -523,6 +542,10 @@ class ClusterEnv(gym.Env):
             end_time_s=self._now,
             makespan_s=max(self._now, *self._busy_until),
             **dict(zip(SLO_FIELDS, self._slo_met, strict=True)),
+            class0_arrived=n_arrived - sum(self._slo_class[:n_arrived]),
+            class0_met=self._class_met[0],
+            class1_arrived=sum(self._slo_class[:n_arrived]),
+            class1_met=self._class_met[1],
             **self._counts,
             **self._sums,
         )
@@ -536,11 +559,22 @@ class ClusterEnv(gym.Env):
         keeps the real future (tests use this to check that a fork follows the original exactly).
         """
         twin = copy.copy(self)
-        for name in ("_arrival", "_patches", "_model", "_key", "_task_code_base", "_queue", "_busy_until"):
+        names = (
+            "_arrival",
+            "_patches",
+            "_model",
+            "_slo_class",
+            "_key",
+            "_task_code_base",
+            "_queue",
+            "_busy_until",
+        )
+        for name in names:
             setattr(twin, name, list(getattr(self, name)))
         twin._last_used = [list(row) for row in self._last_used]
         twin._counts, twin._sums = dict(self._counts), dict(self._sums)
         twin._slo_met = list(self._slo_met)
+        twin._class_met = list(self._class_met)
         if self.cfg.mode == "warm":
             twin._resident_bits = list(self._resident_bits)
         if rng is not None:
@@ -557,6 +591,7 @@ class ClusterEnv(gym.Env):
         for t, arrival in zip(range(first, n), (self._now + np.cumsum(gaps)).tolist(), strict=True):
             patches, model = int(drawn.patches[0, t]), int(drawn.model[0, t])
             self._arrival[t], self._patches[t], self._model[t] = arrival, patches, model
+            self._slo_class[t] = int(drawn.slo_class[0, t])
             self._key[t] = patches * per_size + model
             self._task_code_base[t] = self._key[t] * 8 + 4
 

@@ -30,11 +30,18 @@ STAT_FIELDS = (
     "slo_met_150",
     "slo_met_200",
     "makespan_s",
+    # Per SLO class (SimConfig.slo_classes; 0 = interactive, 1 = batch): tasks that arrived, and launched
+    # tasks that met their own deadline (all in class 0, none met, without SLO classes).
+    "class0_arrived",
+    "class0_met",
+    "class1_arrived",
+    "class1_met",
 )
 # The columns a trajectory fingerprint hashes (tests/policy_models/sim/test_trajectory_fingerprint.py):
 # the statistics as they stood when the reference digests were made.
 FINGERPRINT_FIELDS = STAT_FIELDS[: STAT_FIELDS.index("end_time_s") + 1]
 SLO_FIELDS = ("slo_met_100", "slo_met_125", "slo_met_150", "slo_met_200")
+CLASS_FIELDS = ("class0_arrived", "class0_met", "class1_arrived", "class1_met")
 assert tuple(f"slo_met_{round(scale * 100)}" for scale in SLO_SCALES) == SLO_FIELDS
 
 
@@ -59,6 +66,10 @@ class EpisodeStats:
     slo_met_150: int
     slo_met_200: int
     makespan_s: float
+    class0_arrived: int
+    class0_met: int
+    class1_arrived: int
+    class1_met: int
 
     @property
     def unserved(self) -> int:
@@ -100,6 +111,12 @@ class EpisodeStats:
         met = self.slo_met[SLO_SCALES.index(scale)]
         return met / self.arrived if self.arrived else float("nan")
 
+    def class_attainment(self, slo_class: int) -> float:
+        """Share of the arrived tasks of an SLO class that met their own deadline (nan: none arrived)."""
+        arrived = (self.class0_arrived, self.class1_arrived)[slo_class]
+        met = (self.class0_met, self.class1_met)[slo_class]
+        return met / arrived if arrived else float("nan")
+
     @property
     def goodput_per_min(self) -> float:
         """Tasks that met their SLO at GOODPUT_SCALE, per minute from t=0 to the last finish."""
@@ -113,6 +130,15 @@ class EpisodeStats:
     def from_row(cls, row: np.ndarray) -> EpisodeStats:
         """From one row of the batched simulator's stats array (columns in STAT_FIELDS order)."""
         values = dict(zip(STAT_FIELDS, row.tolist(), strict=True))
-        for name in ("arrived", "launched", "reloads", "below_threshold", "decisions", *SLO_FIELDS):
+        integers = (
+            "arrived",
+            "launched",
+            "reloads",
+            "below_threshold",
+            "decisions",
+            *SLO_FIELDS,
+            *CLASS_FIELDS,
+        )
+        for name in integers:
             values[name] = round(values[name])
         return cls(**values)

@@ -51,6 +51,8 @@ RECORD_KEYS = {
     *(f"slo_{label}{suffix}" for label in ("1.0x", "1.25x", "1.5x", "2.0x") for suffix in ("", "_ci95")),
     "goodput_per_min",
     "goodput_ci95",
+    "deadline_met_interactive",
+    "deadline_met_batch",
 }
 
 
@@ -120,7 +122,7 @@ def test_ci_edge_cases() -> None:
 
 def test_markdown_has_a_table_per_metric_with_policy_rows(rows: list[EvalRow]) -> None:
     report = markdown_report(rows)
-    assert report.count("| Policy | N=4 λ=0.05 |") == 10
+    assert report.count("| Policy | N=4 λ=0.05 |") == 11
     assert "| random |" in report and "| fifo |" in report
     assert "±" in report
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from policy_models.config import SimConfig, paper_config, warm_config
+from policy_models.obs import T_IDX, TASK_FEATURES
 from policy_models.sim.env import ClusterEnv
-from policy_models.slo import GOODPUT_SCALE, SLO_SCALES, reference_steps, scale_label, standalone_table
+from policy_models.slo import (
+    GOODPUT_SCALE,
+    SLO_SCALES,
+    class_limits,
+    reference_steps,
+    scale_label,
+    standalone_table,
+)
+from policy_models.suites import hard_suite
 
 
 def test_reference_steps_reach_the_quality_threshold_on_the_papers_curve() -> None:
@@ -88,3 +98,63 @@ def test_goodput_counts_tasks_within_the_goodput_scale_per_minute() -> None:
     episode, _ = _episode_with_launches(paper_config(8, 0.1), seed=4, launch_share=0.9)
     met = episode.slo_met[SLO_SCALES.index(GOODPUT_SCALE)]
     assert episode.goodput_per_min == pytest.approx(60.0 * met / episode.makespan_s)
+
+
+# ----- per-task deadlines in SLO classes ---------------------------------------------------------------
+def _hard_pair() -> tuple[SimConfig, SimConfig]:
+    """A hard cluster with SLO classes and the same cluster without (same first-episode workloads)."""
+    with_classes = hard_suite().settings[1]
+    return with_classes, dataclasses.replace(with_classes, slo_classes=None)
+
+
+def test_meeting_a_deadline_adds_the_class_bonus_and_nothing_else_changes() -> None:
+    with_classes, without = _hard_pair()
+    limits, bonus = class_limits(with_classes), with_classes.slo_classes.bonus
+    envs = [ClusterEnv(with_classes), ClusterEnv(without)]
+    observations = [env.reset(seed=7)[0] for env in envs]
+    rng = np.random.default_rng(7)
+    met = {0: 0, 1: 0}
+    for _ in range(200):
+        a, b = observations
+        np.testing.assert_array_equal(a["tasks"][..., : len(TASK_FEATURES)], b["tasks"])
+        action = rng.uniform(-1.0, 1.0, with_classes.action_dim)
+        (obs_a, reward_a, done_a, cut_a, info_a), (obs_b, reward_b, *_rest) = (
+            env.step(action) for env in envs
+        )
+        observations = [obs_a, obs_b]
+        if info_a["launched"]:
+            c, k = info_a["slo_class"], len(info_a["gang"])
+            assert info_a["deadline_met"] == (info_a["response_s"] <= limits[c, k])
+            assert reward_a == pytest.approx(reward_b + (bonus[c] if info_a["deadline_met"] else 0.0))
+            met[c] += info_a["deadline_met"]
+        if done_a or cut_a:
+            episode = info_a["episode"]
+            assert (episode.class0_met, episode.class1_met) == (met[0], met[1])
+            assert episode.class0_arrived + episode.class1_arrived == episode.arrived
+            assert episode.class1_arrived > 0 and episode.class0_arrived > 0
+            break
+    assert met[0] + met[1] > 0  # the bonus was exercised
+
+
+def test_the_slack_feature_is_the_time_left_to_the_own_deadline() -> None:
+    cfg, _ = _hard_pair()
+    env = ClusterEnv(cfg)
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        obs, *_rest = env.step(rng.uniform(-1.0, 1.0, cfg.action_dim))
+    view = env.view()
+    limits = class_limits(cfg)
+    for j, (k, c, waited) in enumerate(
+        zip(view.task_patches, view.task_class, view.task_waiting_s, strict=False)
+    ):
+        assert obs["tasks"][j, T_IDX["interactive"]] == (c == 0)
+        assert obs["tasks"][j, T_IDX["slack"]] == np.float32((limits[c, k] - waited) / 100.0)
+
+
+def test_without_slo_classes_no_deadline_counts_and_the_tokens_keep_their_width() -> None:
+    cfg = paper_config(4, 0.05)
+    episode, _ = _episode_with_launches(cfg, seed=1, launch_share=0.7)
+    assert episode.class0_met == episode.class1_met == episode.class1_arrived == 0
+    assert episode.class0_arrived == episode.arrived
+    assert ClusterEnv(cfg).observation_space["tasks"].shape == (cfg.visible_queue, len(TASK_FEATURES))

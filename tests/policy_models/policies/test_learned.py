@@ -18,10 +18,11 @@ from policy_models.evaluation import evaluate
 from policy_models.learning.agents import BEST_DIR, Agent, AgentConfig, build_agent
 from policy_models.learning.train import Progress, TrainSettings, checkpoint_config
 from policy_models.nets import as_tensors
-from policy_models.obs import ObservationSpec
+from policy_models.obs import SLO_TASK_FEATURES, TASK_FEATURES, ObservationSpec
 from policy_models.policies import make_policy
 from policy_models.policies.learned import LearnedPolicy
 from policy_models.sim.batched import BatchedClusterSim
+from policy_models.suites import hard_suite
 
 torch.set_num_threads(1)
 
@@ -134,6 +135,20 @@ def test_an_attention_agent_serves_another_cluster_size(tmp_path: Path) -> None:
     bigger = paper_config(8, 0.1)
     action = make_policy(f"checkpoint:{tmp_path}", bigger).act(first_observation(bigger))
     assert action.shape == (4, bigger.action_dim) and np.isfinite(action).all()
+
+
+def test_a_policy_made_without_slo_features_reads_the_columns_it_knows(tmp_path: Path) -> None:
+    """On a cluster with SLO classes the task tokens carry two more features; an agent trained without
+    them acts on the first TASK_FEATURES columns, exactly as on the same tokens without the extras."""
+    saved_agent(tmp_path, "eat")
+    hard = hard_suite().settings[0]
+    obs = first_observation(hard)
+    assert obs["tasks"].shape[-1] == len(TASK_FEATURES) + len(SLO_TASK_FEATURES)
+    policy = make_policy(f"checkpoint:{tmp_path}", hard)
+    trimmed = {**obs, "tasks": np.ascontiguousarray(obs["tasks"][..., : len(TASK_FEATURES)])}
+    np.testing.assert_array_equal(policy.act(obs), policy.act(trimmed))
+    fresh = build_agent(TINY, ObservationSpec.from_config(hard), seed=0)
+    assert fresh.encoder.config()["task_features"] == len(TASK_FEATURES) + len(SLO_TASK_FEATURES)
 
 
 def test_another_action_size_is_refused(tmp_path: Path) -> None:
