@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,11 @@ from policy_models.policies.heuristics import ReuseAwarePolicy, ReuseKnobs
 from policy_models.policies.tuned import TUNED_FORMAT, TUNED_ROOT, tuned_path
 
 TUNING_SEEDS = tuple(range(64))
-# (knob, how a step moves it): "scale" multiplies by (1 ± step), "shift" adds ± step.
-CONTINUOUS_KNOBS = (("hold_cost", "scale"), ("age_bonus", "scale"), ("others_power", "shift"),
-                    ("size_power", "shift"))  # fmt: skip
+# (knob, how a step moves it, lowest value): "scale" multiplies by (1 ± step), "shift" adds ± step. The
+# hold cost grows with the number of other waiting tasks to `others_power`, which must stay >= 0 (0 ** a
+# negative power is infinite when no other task waits).
+CONTINUOUS_KNOBS = (("hold_cost", "scale", 0.0), ("age_bonus", "scale", 0.0), ("others_power", "shift", 0.0),
+                    ("size_power", "shift", -math.inf))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,12 @@ def tune_reuse(
     evaluations = 1
     while step >= min_step:
         improved = False
-        for name, how in CONTINUOUS_KNOBS:
+        for name, how, lowest in CONTINUOUS_KNOBS:
             for direction in (1.0, -1.0):
                 value = getattr(knobs, name)
                 moved = value * (1.0 + direction * step) if how == "scale" else value + direction * step
+                if moved < lowest:
+                    continue
                 candidate = dataclasses.replace(knobs, **{name: moved})
                 utility = knobs_utility(candidate, settings, seeds)
                 evaluations += 1

@@ -582,7 +582,7 @@ def _add_reports(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed-base", type=int, default=evaluation.DEFAULT_SEED_BASE, help="first seed")
     p.add_argument("--root", type=Path, default=SHIPPED_ROOT, help="shipped policies")
-    p.add_argument("--no-shift", action="store_true", help="leave out the shift suite's section (faster)")
+    p.add_argument("--no-suites", action="store_true", help="leave out the shift and hard suites (faster)")
     p.set_defaults(handler=run_results)
 
 
@@ -601,7 +601,7 @@ def run_results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if args.seeds < 2:
         parser.error("--seeds must be >= 2 (95% intervals)")
     seeds = evaluation.default_seeds(args.seeds, args.seed_base)
-    out = write_results(args.out, seeds, root=args.root, shift=not args.no_shift)
+    out = write_results(args.out, seeds, root=args.root, suites=not args.no_suites)
     print(f"wrote {out}")
     return 0
 

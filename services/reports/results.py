@@ -43,7 +43,7 @@ from policy_models.shipped import (
 )
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.slo import GOODPUT_SCALE, scale_label
-from policy_models.suites import SettingGroup, Suite, paper_suite, shift_suite
+from policy_models.suites import SettingGroup, Suite, hard_suite, paper_suite, shift_suite
 from services.bench.sim import machine_info
 
 HEURISTICS = ("random", "fifo", "greedy", "reuse", "edf", "harmony", "genetic")
@@ -281,10 +281,10 @@ def write_results(
     root: Path = SHIPPED_ROOT,
     heuristics: Sequence[str] = HEURISTICS,
     configs: Sequence[SimConfig] | None = None,
-    shift: bool = True,
+    suites: bool = True,
 ) -> Path:
     """The whole document; `heuristics` and `configs` narrow it (tests), the paper's 15 by default;
-    `shift` adds the shift suite's section."""
+    `suites` adds the shift and hard suites' sections."""
     started = time.perf_counter()
     shipped = shipped_policies(root)
     rows = evaluate_everything(shipped, seeds, heuristics, configs)
@@ -304,8 +304,9 @@ def write_results(
         lines += [f"## {title}", "", *metric_table(rows, metric, fmt), ""]
     lines += gap_section(rows, configs)
     lines += best_heuristic_section(rows, configs)
-    if shift:
-        lines += shift_section(shipped, seeds)
+    if suites:
+        lines += suite_section(shift_suite(), shipped, seeds)
+        lines += suite_section(hard_suite(), shipped, seeds)
     lines += lookahead_section(out.parent / BENCH_DIR)
     lines += floor_section(rows, seeds, configs)
     lines += warm_section(shipped, seeds, [h for h in heuristics if h in WARM_HEURISTICS])
@@ -379,34 +380,92 @@ def best_heuristic_section(rows: Sequence[EvalRow], configs: Sequence[SimConfig]
     ]
 
 
-SHIFT_HEURISTICS = ("fifo", "greedy", "reuse", "edf")  # the cheap ones; metaheuristics optimise per setting
-CROSS_ROW = "eat-cross"  # the shipped cross-size policy, evaluated at every size of the shift suite
+SUITE_HEURISTICS = ("fifo", "greedy", "reuse", "edf")  # the cheap ones; metaheuristics optimise per setting
+CROSS_ROW = "eat-cross"  # the shipped cross-size policy, evaluated at every setting of a suite
 
 
-def shift_section(shipped: Sequence[ShippedPolicy], seeds: Sequence[int]) -> list[str]:
-    """The shift suite (policy_models.suites): the heuristics, the per-size EAT where it serves and the
-    cross-size EAT everywhere, per-setting gaps to the best heuristic and pooled gaps per group."""
-    suite = shift_suite()
+def suite_rows(suite: Suite, shipped: Sequence[ShippedPolicy], seeds: Sequence[int]) -> list[EvalRow]:
+    """The cheap heuristics, reuse re-tuned for the suite, each shipped policy where it serves (by its
+    row) and the cross-size EAT everywhere, on every setting of `suite`."""
+    heuristics = (*SUITE_HEURISTICS, f"reuse:{suite.name}")
     rows = []
     for cfg in suite.settings:
-        rows += [evaluate_policy(name, cfg, seeds) for name in SHIFT_HEURISTICS]
+        rows += [evaluate_policy(name, cfg, seeds) for name in heuristics]
         for policy in shipped:
-            if (policy.row == "eat" and policy.serves(cfg)) or policy.row == CROSS_ROW:
+            if policy.row in SUITE_ROWS and (policy.serves(cfg) or policy.row == CROSS_ROW):
                 rows.append(replace(evaluate_policy(policy.policy_name, cfg, seeds), policy=policy.row))
+    return rows
+
+
+SUITE_ROWS = ("eat", "eat-warm", CROSS_ROW)  # learned rows shown on the shift and hard suites
+
+
+def suite_metric_table(rows: Sequence[EvalRow], suite: Suite) -> list[str]:
+    """Per group: each policy's mean utility, SLO attainment at 1.0x and 1.5x, and (with SLO classes)
+    the share of interactive / batch tasks that met their own deadline, averaged over the group's
+    settings (equal seeds per setting, so the mean of every episode)."""
     lines = [
-        "## Under shift: other timings, warm mode, unseen sizes, other rates",
+        "| policy | "
+        + " | ".join(f"{g.name}: utility, SLO 1.0x / 1.5x, own deadlines i / b" for g in suite.groups)
+        + " |",
+        "|---|" + "---:|" * len(suite.groups),
+    ]
+    for policy in dict.fromkeys(r.policy for r in rows):
+        cells = []
+        for group in suite.groups:
+            mine = [r for r in paired.rows_in_group(rows, group) if r.policy == policy]
+            if not mine:
+                cells.append("–")
+                continue
+            utility = statistics.fmean(r.utility.mean for r in mine)
+            slo = [statistics.fmean(r.slo_at(scale).mean for r in mine) for scale in (1.0, 1.5)]
+            own = [statistics.fmean(r.class_attainment[c].mean for r in mine) for c in (0, 1)]
+            deadlines = " / ".join(f"{v:.2f}" for v in own) if all(map(math.isfinite, own)) else "–"
+            cells.append(f"{utility:.2f}, {slo[0]:.3f} / {slo[1]:.3f}, {deadlines}")
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return lines
+
+
+SUITE_TEXT = {
+    "shift": (
+        "Under shift: other timings, warm mode, unseen sizes, other rates",
+        "clusters that differ from the ones the shipped policies and the heuristic's knobs were made for",
+    ),
+    "hard": (
+        "The hard suite: heterogeneous clusters, skewed models, bursts and deadlines",
+        "warm clusters of 8-32 servers of speeds 0.5-2x and memory for 1-3 models, 4-6 models with Zipf "
+        "popularity, a ramp and two 4x bursts, and per-task deadlines in two priority classes "
+        "(docs/simulator.md)",
+    ),
+}
+
+
+def suite_section(suite: Suite, shipped: Sequence[ShippedPolicy], seeds: Sequence[int]) -> list[str]:
+    """A suite's figures: the metric summary per group, the pooled gaps to reuse and to the best
+    heuristic, and the per-setting gaps to the best heuristic."""
+    rows = suite_rows(suite, shipped, seeds)
+    title, what = SUITE_TEXT[suite.name]
+    learned = " ".join(f"shipped:{row}" for row in SUITE_ROWS if row != CROSS_ROW)
+    lines = [
+        f"## {title}",
         "",
-        f"`eat eval --preset shift --seeds {len(seeds)} --policies {' '.join(SHIFT_HEURISTICS)} shipped:eat "
-        f"checkpoint:policy_models/checkpoints/{CROSS_ROW}` gives these figures: clusters that differ from "
-        "the ones the shipped policies and the heuristic's knobs were made for. The per-size EAT plays only "
-        "the paper-mode sizes it was trained for; the cross-size EAT plays every setting.",
+        f"`eat eval --preset {suite.name} --seeds {len(seeds)} --policies {' '.join(SUITE_HEURISTICS)} "
+        f"reuse:{suite.name} {learned} checkpoint:policy_models/checkpoints/{CROSS_ROW}` gives these "
+        f"figures: {what}. `reuse:{suite.name}` is the reuse heuristic with its knobs re-tuned for this "
+        "suite on seeds 0-63 (`eat tune`). A per-size EAT plays only the sizes and mode it was trained "
+        "for; the cross-size EAT plays every setting.",
+        "",
+        *suite_metric_table(rows, suite),
+        "",
+        "Utility gaps pooled over each group (mean ± 95% CI over every seed of every setting; the SLO "
+        "attainment gap at 1.5x in brackets):",
         "",
         *paired.pooled_gap_table(rows, suite, ("reuse", paired.BEST)),
         "",
     ]
     for group in suite.groups:
         lines += [
-            f"### {group.name}: {group.description}",
+            f"### {suite.name} {group.name}: {group.description}",
             "",
             *paired.setting_gap_table(paired.rows_in_group(rows, group)),
             "",

@@ -13,6 +13,7 @@ from policy_models.config import paper_config, warm_config
 from policy_models.evaluation import evaluate_policy
 from policy_models.learning.agents import AgentConfig
 from policy_models.learning.train import TrainSettings, train
+from policy_models.suites import SettingGroup, Suite, hard_suite
 from services.cli import main
 from services.reports.results import (
     card_paragraph,
@@ -20,6 +21,7 @@ from services.reports.results import (
     gap_section,
     make_card,
     shipped_policies,
+    suite_section,
     write_results,
 )
 
@@ -106,7 +108,14 @@ def test_results_document_puts_ours_beside_the_paper(run_dir: Path, tmp_path: Pa
     root = tmp_path / "checkpoints"
     ship(run_dir, "eat-d-n4", "eat-d", root=root)
     out = tmp_path / "docs" / "results.md"
-    write_results(out, seeds=(1000, 1001), root=root, heuristics=("fifo",), configs=[paper_config(4, 0.05)])
+    write_results(
+        out,
+        seeds=(1000, 1001),
+        root=root,
+        heuristics=("fifo",),
+        configs=[paper_config(4, 0.05)],
+        suites=False,
+    )
     text = out.read_text()
     assert "| fifo |" in text and "| eat-d |" in text and "| *paper EAT-D* |" in text
     assert "| *paper EAT-D* | 0.255 | 0.255 | 0.249" in text  # Table IX, N=4
@@ -128,7 +137,14 @@ def test_a_warm_policy_gets_its_own_section_and_stays_out_of_the_paper_tables(tm
     root = tmp_path / "checkpoints"
     ship(run, "eat-d-warm", "eat-d-warm", root=root)
     out = tmp_path / "results.md"
-    write_results(out, seeds=(1000, 1001), root=root, heuristics=("fifo",), configs=[paper_config(4, 0.05)])
+    write_results(
+        out,
+        seeds=(1000, 1001),
+        root=root,
+        heuristics=("fifo",),
+        configs=[paper_config(4, 0.05)],
+        suites=False,
+    )
     paper_part, warm_part = out.read_text().split("## Warm mode")
     assert "| eat-d-warm |" not in paper_part.split("## Shipped policies")[0]
     assert "| fifo |" in warm_part and "| eat-d-warm |" in warm_part and "*paper" not in warm_part
@@ -186,3 +202,17 @@ def test_lookahead_reports_in_docs_bench_become_a_gap_row(tmp_path: Path) -> Non
     assert lines[0].startswith("## Headroom: a lookahead over the reuse heuristic")
     row = next(line for line in lines if line.startswith("| lookahead − reuse |"))
     assert "▲ +0.10 ± 0.00" in row and "= +0.00" in row and row.endswith("| 1 / 1 / 0 |")
+
+
+def test_a_suite_section_summarises_each_group_and_names_the_tuned_heuristic(tmp_path: Path) -> None:
+    """The hard suite cut to one setting: every policy row, the tuned reuse among them, own deadlines
+    per class, pooled and per-setting gaps."""
+    small = Suite("hard", (SettingGroup("N=8", "8 servers", (hard_suite().settings[0],)),))
+    lines = suite_section(small, [], seeds=(1000, 1001, 1002))
+    text = "\n".join(lines)
+    assert "--preset hard --seeds 3" in text
+    for policy in ("fifo", "greedy", "reuse", "edf", "reuse:hard"):
+        assert f"| {policy} |" in text
+    summary = next(line for line in lines if line.startswith("| reuse:hard |"))
+    assert summary.count(",") == 2 and " / " in summary  # utility, SLO 1.0x / 1.5x, deadlines i / b
+    assert "### hard N=8: 8 servers" in text and "| *best heuristic* |" in text
