@@ -60,6 +60,32 @@ class ArrivalPattern:
 
 
 @dataclass(frozen=True)
+class ServerFaults:
+    """Servers that go down and come back, or slow down, during an episode (warm mode).
+
+    Each server, independently, goes down once with probability `down_share`, at a time drawn uniformly
+    over the first `window_s` seconds, for `down_s` seconds: no task starts on it until it is back (a
+    task it is running finishes, and it is back at the later of the two). Independently it slows down
+    once with probability `slow_share`, from a uniform time in the window for `slow_s` seconds, to
+    `slow_factor` x its speed: a gang started meanwhile runs at the slowed speed, and the server's token
+    shows it. Each episode draws its own faults.
+    """
+
+    down_share: float = 0.0
+    down_s: float = 60.0
+    slow_share: float = 0.0
+    slow_s: float = 120.0
+    slow_factor: float = 0.5
+    window_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.down_share <= 1 and 0 <= self.slow_share <= 1):
+            raise ValueError("ServerFaults needs shares in [0, 1]")
+        if self.down_s <= 0 or self.slow_s <= 0 or self.window_s <= 0 or not 0 < self.slow_factor <= 1:
+            raise ValueError("ServerFaults needs positive durations and a slow factor in (0, 1]")
+
+
+@dataclass(frozen=True)
 class SloClasses:
     """Per-task deadlines in two priority classes: 0 = interactive (tight), 1 = batch (loose).
 
@@ -120,6 +146,8 @@ class SimConfig:
     arrival_pattern: ArrivalPattern | None = None
     # None = no per-task deadlines (SLO attainment is still measured at fixed scales).
     slo_classes: SloClasses | None = None
+    # None = servers never fail or slow down.
+    faults: ServerFaults | None = None
     reward: RewardConfig = field(default_factory=RewardConfig)
     # A name for reports (e.g. "hard"): tells settings of one size, rate and mode apart in a table; it has
     # no effect on the simulation.
@@ -167,6 +195,10 @@ class SimConfig:
                 yield "server_slots needs one slot count >= 1 per server"
             elif max(self.server_slots) != self.models_per_server:
                 yield "models_per_server must be the largest of server_slots"
+        if self.faults is not None and (
+            self.mode != "warm" or self.tick_s is not None or self.initial_tasks == 0
+        ):
+            yield "faults need warm mode, event-driven decisions and tasks waiting at t=0"
         if self.model_weights is not None and (
             len(self.model_weights) != self.n_models or min(self.model_weights) <= 0
         ):
@@ -203,6 +235,8 @@ class SimConfig:
         data["reward"] = RewardConfig(**data.get("reward", {}))
         if data.get("arrival_pattern") is not None:
             data["arrival_pattern"] = ArrivalPattern(**data["arrival_pattern"])
+        if data.get("faults") is not None:
+            data["faults"] = ServerFaults(**data["faults"])
         if data.get("slo_classes") is not None:
             data["slo_classes"] = SloClasses(**{k: tuple(v) for k, v in data["slo_classes"].items()})
         for key in ("patch_choices", "server_speeds", "server_slots", "model_weights"):

@@ -275,14 +275,16 @@ class TokenTables:
     task_rows: np.ndarray
     server_base: np.ndarray  # (N,) int64: server class * number of states
     keys_per_size: int
+    # (N,) int64: the same for each server while it is slowed down (ServerFaults); = server_base without.
+    slow_base: np.ndarray
 
     @staticmethod
     @cache
     def for_config(cfg: SimConfig) -> TokenTables:
         spec = ObservationSpec.from_config(cfg)
-        server_rows, server_base = _server_rows(cfg, spec)
-        tables = TokenTables(server_rows, _task_rows(cfg, spec), server_base, cfg.n_models + 1)
-        for array in (tables.server_rows, tables.task_rows, tables.server_base):
+        server_rows, server_base, slow_base = _server_rows(cfg, spec)
+        tables = TokenTables(server_rows, _task_rows(cfg, spec), server_base, cfg.n_models + 1, slow_base)
+        for array in (tables.server_rows, tables.task_rows, tables.server_base, tables.slow_base):
             array.flags.writeable = False  # shared by every simulator of this config
         return tables
 
@@ -307,11 +309,16 @@ def _task_rows(cfg: SimConfig, spec: ObservationSpec) -> np.ndarray:
     return encode(raw, spec)["tasks"][:, 0]
 
 
-def _server_rows(cfg: SimConfig, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Rows by (server class, state, idle); a server's class is its (speed, slots) pair."""
-    pairs = np.stack([np.asarray(cfg.speeds, dtype=np.float64), np.asarray(cfg.slots, dtype=np.float64)], 1)
+def _server_rows(cfg: SimConfig, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows by (server class, state, idle); a server's class is its (speed, slots) pair, and with
+    ServerFaults its slowed-down speed makes a class too. Returns the rows and each server's base row
+    index, normal and slowed."""
+    speeds, slots = np.asarray(cfg.speeds, dtype=np.float64), np.asarray(cfg.slots, dtype=np.float64)
+    slowed = speeds * (cfg.faults.slow_factor if cfg.faults is not None else 1.0)
+    pairs = np.concatenate([np.stack([speeds, slots], 1), np.stack([slowed, slots], 1)])
     classes, server_class = np.unique(pairs, axis=0, return_inverse=True)
     server_class = server_class.reshape(-1)
+    n = cfg.n_servers
     warm = cfg.mode == "warm"
     n_states = 1 << cfg.n_models if warm else (cfg.max_patches + 1) * (cfg.n_models + 1)
     codes = np.arange(classes.shape[0] * n_states * 2)
@@ -332,7 +339,8 @@ def _server_rows(cfg: SimConfig, spec: ObservationSpec) -> tuple[np.ndarray, np.
         resident=resident[:, None, :],
     )
     raw.slots = slots[:, None]
-    return encode(raw, spec)["servers"][:, 0], (server_class * n_states).astype(np.int64)
+    base = (server_class * n_states).astype(np.int64)
+    return encode(raw, spec)["servers"][:, 0], base[:n], base[n:]
 
 
 def _raw_view_of_rows(

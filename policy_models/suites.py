@@ -9,7 +9,8 @@
 - `hard`: heterogeneous warm clusters of 8, 16 and 32 servers (speeds 0.5-2x, memory for 1-3 resident
   models), 4-6 models with Zipf popularity, gangs of 1, 2, 4 or 8, and bursty arrivals (a ramp, then two
   4x bursts), per-task deadlines in two priority classes (interactive at 1.5x the standalone time,
-  batch at 4x, with a reward bonus for meeting them), at three loads per server. Fixed clusters
+  batch at 4x, with a reward bonus for meeting them), servers that go down or slow down and come back,
+  at three loads per server. Fixed clusters
   (`HARD_CLUSTER_SEED`), fixed seeds.
 
 Each group is pooled when a suite is summarised (`policy_models.paired`), so a claim such as "better
@@ -26,6 +27,7 @@ from policy_models.config import (
     PAPER_SETTINGS,
     ArrivalPattern,
     Mode,
+    ServerFaults,
     SimConfig,
     SloClasses,
     paper_config,
@@ -117,14 +119,20 @@ HARD_MODELS = {8: 4, 16: 5, 32: 6}
 HARD_CLUSTER_SEED = 20260  # draws each size's server speeds and memory, once: the clusters are fixed
 HARD_ARRIVALS = ArrivalPattern(ramp_s=120.0, ramp_from=0.3, burst_factor=4.0, burst_s=45.0, bursts=2)
 ZIPF_EXPONENT = 1.1
+# A fifth of the servers go down for a minute, a quarter run at half speed for two minutes, at times
+# drawn over the first 5 minutes of each episode.
+HARD_FAULTS = ServerFaults(
+    down_share=0.2, down_s=60.0, slow_share=0.25, slow_s=120.0, slow_factor=0.5, window_s=300.0
+)
 # 40% interactive tasks with deadlines at 1.5x their standalone time (bonus 4), the rest batch at 4x (1).
 HARD_SLO = SloClasses(scales=(1.5, 4.0), shares=(0.4, 0.6), bonus=(4.0, 1.0))
 
 
 def hard_cluster(n_servers: int, rate: float) -> SimConfig:
     """One hard setting: N servers of speeds 0.5-2x (log-uniform) and memory for 1-3 resident models,
-    4-6 models asked for with Zipf popularity, gangs of 1, 2, 4 or 8, a ramp and two 4x bursts, and
-    per-task deadlines in two priority classes (HARD_SLO)."""
+    4-6 models asked for with Zipf popularity, gangs of 1, 2, 4 or 8, a ramp and two 4x bursts,
+    per-task deadlines in two priority classes (HARD_SLO), and servers that go down or slow down and
+    come back (HARD_FAULTS)."""
     rng = np.random.default_rng(HARD_CLUSTER_SEED + n_servers)
     speeds = tuple(round(float(2.0 ** rng.uniform(-1.0, 1.0)), 2) for _ in range(n_servers))
     slots = tuple(int(s) for s in rng.integers(1, 4, n_servers))
@@ -141,6 +149,7 @@ def hard_cluster(n_servers: int, rate: float) -> SimConfig:
         patch_choices=(1, 2, 4, 8),
         tasks_per_episode=max(32, 2 * n_servers),
         slo_classes=HARD_SLO,
+        faults=HARD_FAULTS,
         tag="hard",
     )
 

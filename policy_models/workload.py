@@ -17,6 +17,11 @@ class Workload:
     patches: np.ndarray  # (E,T) int, servers the task must run on together
     model: np.ndarray  # (E,T) int, model id >= 1
     slo_class: np.ndarray  # (E,T) int, 0 = interactive, 1 = batch (all 0 without SloClasses)
+    # (E,N) per server: when it goes down and is back, when it slows down and recovers (inf = never).
+    down_start: np.ndarray
+    down_end: np.ndarray
+    slow_start: np.ndarray
+    slow_end: np.ndarray
 
 
 def make_rng(seed: int | None) -> np.random.Generator:
@@ -27,7 +32,8 @@ def make_rng(seed: int | None) -> np.random.Generator:
 def uniforms_per_episode(cfg: SimConfig) -> int:
     bursts = cfg.arrival_pattern.bursts if cfg.arrival_pattern is not None else 0
     classes = cfg.tasks_per_episode if cfg.slo_classes is not None else 0
-    return (cfg.tasks_per_episode - cfg.initial_tasks) + 2 * cfg.tasks_per_episode + bursts + classes
+    faults = 4 * cfg.n_servers if cfg.faults is not None else 0
+    return (cfg.tasks_per_episode - cfg.initial_tasks) + 2 * cfg.tasks_per_episode + bursts + classes + faults
 
 
 def draw_uniforms(rng: np.random.Generator, cfg: SimConfig) -> np.ndarray:
@@ -41,8 +47,9 @@ def workload_from_uniforms(u: np.ndarray, cfg: SimConfig) -> Workload:
     their choices, models uniform or by `model_weights`."""
     n, n0 = cfg.tasks_per_episode, cfg.initial_tasks
     bursts = cfg.arrival_pattern.bursts if cfg.arrival_pattern is not None else 0
-    cuts = np.cumsum([n - n0, n, n, bursts])
-    gap_u, patch_u, model_u, burst_u, class_u = np.split(u, cuts, axis=1)
+    classes = n if cfg.slo_classes is not None else 0
+    cuts = np.cumsum([n - n0, n, n, bursts, classes])
+    gap_u, patch_u, model_u, burst_u, class_u, fault_u = np.split(u, cuts, axis=1)
     if cfg.arrival_pattern is None:
         gaps = -np.log1p(-gap_u) / cfg.arrival_rate
         later = np.cumsum(gaps, axis=1)
@@ -59,7 +66,20 @@ def workload_from_uniforms(u: np.ndarray, cfg: SimConfig) -> Workload:
     slo_class = np.zeros_like(model)
     if cfg.slo_classes is not None:
         slo_class = (class_u >= cfg.slo_classes.shares[0]).astype(np.int64)
-    return Workload(arrival_s=arrival, patches=patches, model=model, slo_class=slo_class)
+    return Workload(arrival, patches, model, slo_class, *server_faults(fault_u, cfg))
+
+
+def server_faults(fault_u: np.ndarray, cfg: SimConfig) -> tuple[np.ndarray, ...]:
+    """(down_start, down_end, slow_start, slow_end), each (E, N), from 4 uniforms per server: whether it
+    goes down, when, whether it slows down, when (inf where it does not)."""
+    never = np.full((fault_u.shape[0], cfg.n_servers), np.inf)
+    faults = cfg.faults
+    if faults is None:
+        return never, never, never, never
+    down_u, down_at_u, slow_u, slow_at_u = np.split(fault_u, 4, axis=1)
+    down_start = np.where(down_u < faults.down_share, down_at_u * faults.window_s, np.inf)
+    slow_start = np.where(slow_u < faults.slow_share, slow_at_u * faults.window_s, np.inf)
+    return down_start, down_start + faults.down_s, slow_start, slow_start + faults.slow_s
 
 
 def rate_grid(burst_u: np.ndarray, cfg: SimConfig) -> np.ndarray:

@@ -191,6 +191,7 @@ class BatchedClusterSim:
         self._slots = np.asarray(cfg.slots, dtype=np.int64)[:, None]
         self._uniform_speed = float(speeds[0]) if (speeds == speeds[0]).all() else None
         self._warm_speed_frac = self._speed / (2.0 * speeds.max())
+        self._faults = cfg.faults
         lb_steps = profile_min_steps(cfg.profile_name, cfg.reward.quality_threshold, cfg.max_steps)
         self._lb_run = self._step_s * lb_steps / speeds.max()
         self._slo_limits = slo_deadlines(standalone_table(cfg))  # (scales, gang size): policy_models.slo
@@ -202,6 +203,7 @@ class BatchedClusterSim:
         tables = TokenTables.for_config(cfg)
         self._task_rows, self._server_rows = as_rows(tables.task_rows), as_rows(tables.server_rows)
         self._server_code_base = tables.server_base[:, None]
+        self._slow_code_shift = (tables.slow_base - tables.server_base)[:, None] * 2  # a slowed server's row
         # Paper mode on a small cluster: one group-state number per env, stepped by table lookups, and
         # all N server tokens of an env (but remaining times) by group state << N | idle bits.
         self._table = None if self._warm else GroupTable.for_config(cfg)
@@ -220,6 +222,9 @@ class BatchedClusterSim:
         self._block_arrival = np.zeros((b, self._block_size, t))
         self._block_key = np.zeros((b, self._block_size, t), dtype=np.int32)
         self._block_class = np.zeros((b, self._block_size, t), dtype=np.int8)  # SLO class per task
+        n = self.cfg.n_servers
+        # ServerFaults per episode: down start, down end, slow start, slow end of each server.
+        self._block_faults = np.full((b, self._block_size, 4, n) if self.cfg.faults else (b, 0, 4, n), np.inf)
         self._block_arrived = np.zeros((b, self._block_size), dtype=np.int64)  # tasks waiting at t=0
         self._next_draw = np.full(b, self._block_size)
         self._episode_draw = np.zeros(b, dtype=np.int64)  # where in its block each env's episode is
@@ -249,6 +254,9 @@ class BatchedClusterSim:
         self.cand_arrival = np.full((q + 1, b), np.inf)
         self.cand_key = np.zeros((q + 1, b), dtype=np.int64)
         self.cand_class = np.zeros((q + 1, b), dtype=np.int64)
+        # ServerFaults: (4, N, B) down start, down end, slow start, slow end; outages not yet begun.
+        self.faults = np.full((4, n, b), np.inf)
+        self.down_pending = np.zeros((n, b), dtype=bool)
         self.next_task = np.zeros(b, dtype=np.int64)
         self.n_arrived = np.zeros(b, dtype=np.int64)
         self.stats = np.zeros((len(STAT_FIELDS), b))
@@ -302,6 +310,10 @@ class BatchedClusterSim:
         self.cand_class[:, envs] = self.slo_class.ravel().take(first)
         self.next_task[envs] = min(cfg.visible_queue + 1, t)
         self.stats[:, envs] = 0.0
+        if self._faults is not None:
+            self.faults[:, :, envs] = self._block_faults[envs, draw].transpose(1, 2, 0)
+            self.down_pending[:, envs] = np.isfinite(self.faults[0, :, envs].T)
+            self._apply_downs(self.now)
         self.terminated[envs] = False
         self.truncated[envs] = False
         # A task waiting at t=0 always fits the N idle servers; without one, go to the first launch.
@@ -321,6 +333,9 @@ class BatchedClusterSim:
             self._block_arrival[empty] = wl.arrival_s.reshape(block)
             self._block_key[empty] = (wl.patches * self._keys_per_size + wl.model).reshape(block)
             self._block_class[empty] = wl.slo_class.reshape(block)
+            if cfg.faults is not None:
+                faults = np.stack([wl.down_start, wl.down_end, wl.slow_start, wl.slow_end], 1)
+                self._block_faults[empty] = faults.reshape(*block[:2], 4, cfg.n_servers)
             self._block_arrived[empty] = (wl.arrival_s <= 0.0).sum(1).reshape(block[:2])
             self._next_draw[empty] = 0
         draw = self._next_draw[envs]
@@ -374,7 +389,7 @@ class BatchedClusterSim:
         self.stats[COL["arrived"], envs] = self.n_arrived[envs]
         self.stats[COL["sum_lower_bound_s"], envs] = lb.sum(1)
         self.stats[COL["end_time_s"], envs] = self.now[envs]
-        self.stats[COL["makespan_s"], envs] = np.maximum(self.now[envs], self.busy_until[:, envs].max(0))
+        self.stats[COL["makespan_s"], envs] = np.maximum(self.now[envs], self.stats[COL["makespan_s"], envs])
         batch_class = np.where(arrived, self._block_class[envs, self._episode_draw[envs]], 0).sum(1)
         self.stats[COL["class0_arrived"], envs] = self.n_arrived[envs] - batch_class
         self.stats[COL["class1_arrived"], envs] = batch_class
@@ -403,13 +418,18 @@ class BatchedClusterSim:
         else:
             members, reused = self._gang_paper(launch, k, key)
             init = self._init_s[k] * ~reused
-        if self._uniform_speed is None:
+        if self._faults is not None:
+            slowest = np.where(members, self._speed_now(), np.inf).min(0)
+            slowest[~launch] = 1.0
+        elif self._uniform_speed is None:
             slowest = np.where(members, self._speed, np.inf).min(0)
             slowest[~launch] = 1.0
         else:
             slowest = self._uniform_speed
         run = self._step_s[k] * steps / slowest
         self.busy_until = np.where(members, now + init + run, self.busy_until)
+        finish = np.where(launch, now + init + run, 0.0)
+        self.stats[COL["makespan_s"]] = np.maximum(self.stats[COL["makespan_s"]], finish)
         # A waiting time of 1 s where nothing launches keeps the reward's denominator positive there.
         wait = np.where(launch, now - self.cand_arrival.ravel().take(at_slot), 1.0)
         slo_class = self.cand_class.ravel().take(at_slot)
@@ -526,7 +546,11 @@ class BatchedClusterSim:
         bits = self.resident_bits
         holds = (bits >> np.maximum(m - 1, 0)) & 1 == 1
         free = self._n_resident < self._slots
-        preference = 4.0 * holds + 2.0 * (free & ~holds) + self._warm_speed_frac
+        speed_frac = self._warm_speed_frac
+        if self._faults is not None:  # select_gang_warm scales by the fastest speed now
+            speed = self._speed_now()
+            speed_frac = speed / (2.0 * speed.max(0))
+        preference = 4.0 * holds + 2.0 * (free & ~holds) + speed_frac
         envs = np.flatnonzero(launch)
         candidates = np.where(self._idle.take(envs, axis=1), -preference.take(envs, axis=1), np.inf).T.copy()
         order = np.argsort(candidates, axis=1, kind="stable")  # ties: the lower index
@@ -565,7 +589,11 @@ class BatchedClusterSim:
             next_finish = np.where(busy > self.now, busy, np.inf).min(0)
             next_arrival = self.arrival.ravel().take(self.n_arrived * self.batch + self._env)
             next_event = np.minimum(np.minimum(next_arrival, next_finish), self.now + cfg.recheck_s)
+            if self._faults is not None:  # a server going down is an event too
+                next_event = np.minimum(next_event, self._next_down())
             start = np.where(waited, next_event, self.now)
+        if self._faults is not None:
+            self._apply_downs(np.where(self.terminated, -np.inf, start))
         n_idle = (self.busy_until <= start).sum(0)
         fits = (self.cand_arrival[:-1] <= start) & (self.cand_key[:-1] < (n_idle + 1) * self._keys_per_size)
         target = start
@@ -573,9 +601,45 @@ class BatchedClusterSim:
         if blocked.size:
             target = start.copy()
             target[blocked] = self._next_feasible_time(blocked, start[blocked])
+            if self._faults is not None:
+                self._past_downs(blocked, target)
         # Past the time limit the episode stops at the limit, truncated.
         self.now = np.where(self.terminated, self.now, np.minimum(target, cfg.time_limit_s))
         self.truncated |= ~self.terminated & (target > cfg.time_limit_s)
+
+    def _next_down(self) -> np.ndarray:
+        """(B,) when the next server goes down (inf when none will)."""
+        return np.where(self.down_pending, self.faults[0], np.inf).min(0)
+
+    def _apply_downs(self, at: np.ndarray) -> None:
+        """Outages that have begun by `at` (B,): the server is busy until it is back (or its task is done,
+        if later)."""
+        begun = self.down_pending & (self.faults[0] <= at)
+        if begun.any():
+            self.busy_until = np.where(begun, np.maximum(self.busy_until, self.faults[1]), self.busy_until)
+            self.down_pending &= ~begun
+
+    def _past_downs(self, blocked: np.ndarray, target: np.ndarray) -> None:
+        """_next_feasible_time assumes idle servers stay idle; an outage beginning by the instant it found
+        breaks that. Like ClusterEnv, which steps through every event, stop at the outage, apply it and
+        look again from there, until no outage begins before the first feasible instant."""
+        limit = self.cfg.time_limit_s
+        while True:
+            down = self._next_down()[blocked]
+            crossing = (down <= target[blocked]) & (down <= limit)
+            if not crossing.any():
+                return
+            envs = blocked[crossing]
+            at = np.full(self.batch, -np.inf)
+            at[envs] = down[crossing]
+            self._apply_downs(at)
+            target[envs] = self._next_feasible_time(envs, down[crossing])
+
+    def _speed_now(self) -> np.ndarray:
+        """(N, B) speed of each server now: slowed inside its slow-down window (ServerFaults)."""
+        assert self._faults is not None
+        slowed = (self.faults[2] <= self.now) & (self.now < self.faults[3])
+        return np.where(slowed, self._speed * self._faults.slow_factor, self._speed)
 
     def _settle_new_episodes(self, envs: np.ndarray) -> None:
         """Move new episodes to their first instant with a possible launch (all servers are idle)."""
@@ -662,6 +726,9 @@ class BatchedClusterSim:
         """(B, N): each server's row in the server token table."""
         codes = np.empty((self.batch, self.cfg.n_servers), dtype=np.int64)
         np.add(self.server_state[SERVER_CODE], idle, out=codes.T)
+        if self._faults is not None:  # a slowed-down server shows its slowed class's row
+            slowed = (self.faults[2] <= self.now) & (self.now < self.faults[3])
+            codes += (slowed * self._slow_code_shift).T
         return codes
 
     def _reusable(self, idle: np.ndarray) -> np.ndarray:
@@ -710,7 +777,9 @@ class BatchedClusterSim:
             idle=idle.T.copy(),
             remaining_s=np.maximum(self.busy_until - self.now, 0.0).T.copy(),
             group_size=group_size.T.copy(),
-            speed=np.broadcast_to(self._speed[:, 0], (b, n)),
+            speed=self._speed_now().T.copy()
+            if self._faults is not None
+            else np.broadcast_to(self._speed[:, 0], (b, n)),
             resident=np.ascontiguousarray(resident.transpose(1, 0, 2)),
             task_valid=valid.T.copy(),
             task_waiting_s=np.where(valid, self.now - self.cand_arrival[:-1], 0.0).T.copy(),

@@ -87,10 +87,14 @@ _EPOCH_VIEWS: dict[tuple[int, tuple[int, ...]], Memo] = {}  # by (keys per size,
 
 
 def observation_space(spec: ObservationSpec) -> spaces.Dict:
+    """Every feature is >= 0 but a task's slack (SLO classes), which is negative once its deadline passed."""
     shapes = spec.shapes
-    return spaces.Dict(
-        {key: spaces.Box(0.0, np.inf, shape=shape, dtype=np.float32) for key, shape in shapes.items()}
-    )
+    boxes = {key: spaces.Box(0.0, np.inf, shape=shape, dtype=np.float32) for key, shape in shapes.items()}
+    if spec.class_limits is not None:
+        low = np.zeros(shapes["tasks"], dtype=np.float32)
+        low[:, T_IDX["slack"]] = -np.inf
+        boxes["tasks"] = spaces.Box(low, np.inf, dtype=np.float32)
+    return spaces.Dict(boxes)
 
 
 class ClusterEnv(gym.Env):
@@ -108,9 +112,11 @@ class ClusterEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(config.action_dim,), dtype=np.float32)
         self.render_mode = render_mode
         self._profile = config.profile
-        self._speeds = list(config.speeds)
+        self._base_speeds = list(config.speeds)
+        self._speeds = list(self._base_speeds)  # now: slowed where a server is slowed down
         self._slots = list(config.slots)
-        self._uniform_speed = self._speeds[0] if len(set(self._speeds)) == 1 else None
+        uniform = len(set(self._speeds)) == 1 and config.faults is None
+        self._uniform_speed = self._speeds[0] if uniform else None
         # The profile's calibrated quality curve when it has one, else the paper's.
         self._quality = profile_quality_table(config.profile_name, config.max_steps).tolist()
         self._lb_steps = profile_min_steps(
@@ -122,7 +128,9 @@ class ClusterEnv(gym.Env):
         self._class_limits = class_limits(config).tolist()
         self._class_bonus = class_bonus(config).tolist()
         self._tables = TokenTables.for_config(config)
-        self._server_base = self._tables.server_base.tolist()
+        self._normal_base = self._tables.server_base.tolist()
+        self._slow_base = self._tables.slow_base.tolist()
+        self._server_base = list(self._normal_base)  # now: the slowed class where slowed down
         # (group, group_model, idle) -> (reusable keys as bits, server codes): see _paper_epoch.
         shape = (self._tables.keys_per_size, tuple(self._server_base))
         small = config.n_servers <= MEMO_MAX_SERVERS
@@ -140,6 +148,11 @@ class ClusterEnv(gym.Env):
         self._patches = wl.patches[0].tolist()
         self._model = wl.model[0].tolist()
         self._slo_class = wl.slo_class[0].tolist()
+        # ServerFaults: when each server goes down and is back, slows down and recovers (inf = never).
+        self._down_start, self._down_end = wl.down_start[0].tolist(), wl.down_end[0].tolist()
+        self._slow_start, self._slow_end = wl.slow_start[0].tolist(), wl.slow_end[0].tolist()
+        self._down_pending = [math.isfinite(t) for t in self._down_start]
+        self._speeds, self._server_base = list(self._base_speeds), list(self._normal_base)
         per_size = self._tables.keys_per_size
         self._key = [p * per_size + m for p, m in zip(self._patches, self._model, strict=True)]
         self._task_code_base = [key * 8 + 4 for key in self._key]  # TokenTables code of a visible task
@@ -160,6 +173,7 @@ class ClusterEnv(gym.Env):
         self._total_reward = 0.0
         self._slo_met = [0] * len(SLO_FIELDS)
         self._class_met = [0, 0]
+        self._last_finish = 0.0
         self._terminated = self._truncated = False
         self._note_resident_models()
         self._admit_arrivals()
@@ -223,11 +237,27 @@ class ClusterEnv(gym.Env):
         return self._queue[: self.cfg.visible_queue]
 
     def _admit_arrivals(self) -> None:
-        """Queue every task whose arrival time has passed (call after time moves)."""
+        """Queue every task whose arrival time has passed, and apply the server faults that have begun
+        (call after time moves)."""
         arrival, now = self._arrival, self._now
         while self._arrived < len(arrival) and arrival[self._arrived] <= now:
             self._queue.append(self._arrived)
             self._arrived += 1
+        if self.cfg.faults is not None:
+            self._apply_faults()
+
+    def _apply_faults(self) -> None:
+        """A server whose outage has begun is busy until it is back (or its task is done, if later); a
+        server inside its slow-down window has the slowed speed and token class."""
+        now, factor = self._now, self.cfg.faults.slow_factor
+        for n, pending in enumerate(self._down_pending):
+            if pending and self._down_start[n] <= now:
+                self._busy_until[n] = max(self._busy_until[n], self._down_end[n])
+                self._down_pending[n] = False
+        for n, base in enumerate(self._base_speeds):
+            slowed = self._slow_start[n] <= now < self._slow_end[n]
+            self._speeds[n] = base * factor if slowed else base
+            self._server_base[n] = self._slow_base[n] if slowed else self._normal_base[n]
 
     def _idle(self) -> list[bool]:
         now = self._now
@@ -332,6 +362,7 @@ class ClusterEnv(gym.Env):
         slowest = self._uniform_speed or min(self._speeds[n] for n in gang.members)
         run = self._profile.step_s[k] * steps / slowest
         self._occupy(gang, m, now + init + run, groups_after)
+        self._last_finish = max(self._last_finish, now + init + run)
         self._queue.remove(task)
         arrival = self._arrival
         wait = now - arrival[task]
@@ -347,6 +378,7 @@ class ClusterEnv(gym.Env):
         self._record_slo(wait + init + run, k)
         self._class_met[slo_class] += deadline_met
         info = {
+            "start_s": now,
             "slo_class": slo_class,
             "deadline_met": deadline_met,
             "launched": True,
@@ -450,6 +482,9 @@ class ClusterEnv(gym.Env):
         for b in self._busy_until:
             if now < b < nxt:
                 nxt = b
+        for start, pending in zip(self._down_start, self._down_pending, strict=True):
+            if pending and start < nxt:  # a server going down is an event: it may block a launch
+                nxt = start
         if nxt > self.cfg.time_limit_s:
             self._now = max(now, min(nxt, self.cfg.time_limit_s))
             self._truncated = True
@@ -532,7 +567,7 @@ class ClusterEnv(gym.Env):
     def episode_stats(self) -> EpisodeStats:
         n_arrived = self._n_arrived()
         lb = sum(
-            self._profile.step_s[self._patches[t]] * self._lb_steps / max(self._speeds)
+            self._profile.step_s[self._patches[t]] * self._lb_steps / max(self._base_speeds)
             for t in range(n_arrived)
         )
         return EpisodeStats(
@@ -540,7 +575,7 @@ class ClusterEnv(gym.Env):
             total_reward=self._total_reward,
             sum_lower_bound_s=lb,
             end_time_s=self._now,
-            makespan_s=max(self._now, *self._busy_until),
+            makespan_s=max(self._now, self._last_finish),
             **dict(zip(SLO_FIELDS, self._slo_met, strict=True)),
             class0_arrived=n_arrived - sum(self._slo_class[:n_arrived]),
             class0_met=self._class_met[0],
@@ -568,6 +603,9 @@ class ClusterEnv(gym.Env):
             "_task_code_base",
             "_queue",
             "_busy_until",
+            "_speeds",
+            "_server_base",
+            "_down_pending",
         )
         for name in names:
             setattr(twin, name, list(getattr(self, name)))

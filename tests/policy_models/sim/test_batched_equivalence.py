@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy_models.config import ArrivalPattern, SimConfig, paper_config, warm_config
+from policy_models.config import ArrivalPattern, ServerFaults, SimConfig, paper_config, warm_config
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.sim.env import ClusterEnv
 from policy_models.suites import hard_suite
@@ -36,6 +36,9 @@ CONFIGS = {
         arrival_pattern=ArrivalPattern(ramp_s=60.0, ramp_from=0.3, burst_factor=4.0, burst_s=30.0, bursts=2),
     ),
     "hard-32": hard_suite().settings[-1],
+    # Servers that go down and come back, and slow down, often: every path of the fault rules.
+    "warm-8-faults": warm_config(8, 0.15, faults=ServerFaults(0.6, 40.0, 0.6, 80.0, 0.5, 200.0)),
+    "warm-24-faults": warm_config(24, 0.4, faults=ServerFaults(0.5, 30.0, 0.5, 60.0, 0.25, 150.0)),
 }
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from policy_models.config import SimConfig, paper_config, warm_config
+from policy_models.config import ServerFaults, SimConfig, paper_config, warm_config
+from policy_models.obs import T_IDX
 from policy_models.sim.env import ClusterEnv
 from policy_models.suites import hard_suite
 
@@ -94,3 +97,21 @@ def test_observation_carries_time_and_waiting_times() -> None:
     obs, *_ = env.step(wait_action)
     assert obs["globals"][0] > 0  # time
     assert obs["tasks"][0, 1] > 0  # the oldest task has waited
+
+
+def test_observations_stay_in_the_space_with_deadlines_and_faults() -> None:
+    """Slack goes negative once a deadline passes; a down server shows as busy: all inside the space."""
+    cfg = dataclasses.replace(hard_suite().settings[0], faults=ServerFaults(0.5, 40.0, 0.5, 80.0, 0.5, 200.0))
+    env = ClusterEnv(cfg)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    negative = False
+    for _ in range(300):
+        action = rng.uniform(-1.0, 1.0, cfg.action_dim)
+        action[0] = -1.0 if rng.random() < 0.5 else 1.0
+        obs, _, terminated, truncated, _ = env.step(action)
+        assert env.observation_space.contains(obs)
+        negative |= bool((obs["tasks"][:, T_IDX["slack"]] < 0).any())
+        if terminated or truncated:
+            obs, _ = env.reset()
+    assert negative

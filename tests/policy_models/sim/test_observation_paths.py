@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policy_models.config import SimConfig, paper_config, warm_config
+from policy_models.config import ServerFaults, SimConfig, paper_config, warm_config
 from policy_models.obs import Observation
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.sim.env import ClusterEnv
@@ -28,6 +28,8 @@ CONFIGS = {
     # Servers with different memory: the slots enter each server's token row.
     "hard-8": hard_suite().settings[1],
     "hard-16": hard_suite().settings[4],
+    # Slowed-down servers show their slowed class's row; servers that are down show as busy.
+    "warm-8-faults": warm_config(8, 0.15, faults=ServerFaults(0.6, 40.0, 0.6, 80.0, 0.5, 200.0)),
 }
 
 
