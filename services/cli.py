@@ -614,6 +614,13 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="weights seed (same seed, same weights)")
     p.add_argument("--force", action="store_true", help="replace the directory if it exists")
     p.set_defaults(handler=run_models_make_tiny)
+    p = actions.add_parser(
+        "train-judge", help="train the tiny world's judge (reads a scene back from its image)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="where to write it (default: the shipped judge)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the shipped recipe's)")
+    p.add_argument("--images", type=int, default=None, help="training images (default: the shipped recipe's)")
+    p.set_defaults(handler=run_models_train_judge)
 
 
 def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -624,6 +631,27 @@ def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentPars
     except FileExistsError as err:
         parser.error(str(err))
     print(f"wrote a tiny Stable Diffusion pipeline (seed {args.seed}) to {out}")
+    return 0
+
+
+def run_models_train_judge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from tinyworld.judge import JudgeRecipe, train_judge
+    from tinyworld.weights import JUDGE_DIR, write_card
+
+    recipe = JudgeRecipe()
+    overrides = {"epochs": args.epochs, "train_images": args.images}
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    if recipe.epochs < 1 or recipe.train_images < recipe.batch:
+        parser.error(f"need --epochs >= 1 and --images >= {recipe.batch}")
+    torch.set_num_threads(2)
+    judge, card = train_judge(recipe, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    out = args.out or JUDGE_DIR
+    judge.save(out, card)
+    write_card(out, "judge", card)
+    accuracy = ", ".join(f"{name} {value:.3f}" for name, value in card["validation_accuracy"].items())
+    print(f"wrote {out}: validation accuracy {accuracy}; {card['train_s']:.0f} s")
     return 0
 
 

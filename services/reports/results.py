@@ -434,8 +434,8 @@ SUITE_TEXT = {
     "hard": (
         "The hard suite: heterogeneous clusters, skewed models, bursts and deadlines",
         "warm clusters of 8-32 servers of speeds 0.5-2x and memory for 1-3 models, 4-6 models with Zipf "
-        "popularity, a ramp and two 4x bursts, and per-task deadlines in two priority classes "
-        "(docs/simulator.md)",
+        "popularity, a ramp and two 4x bursts, per-task deadlines in two priority classes, and servers "
+        "that go down or slow down and come back (docs/simulator.md)",
     ),
 }
 

@@ -1,0 +1,51 @@
+"""Where the tiny world's trained models ship, and their model cards."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
+JUDGE_DIR = WEIGHTS_ROOT / "judge"
+CARD_MD = "CARD.md"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_card(directory: Path, kind: str, card: dict[str, Any]) -> Path:
+    """CARD.md: what the model is, how it was trained (recipe, seed), what it measured, on what machine."""
+    path = directory / CARD_MD
+    lines = [f"# Tiny world {kind}", ""]
+    if kind == "judge":
+        recipe = card["recipe"]
+        lines += [
+            "Reads a scene's attributes (shape, colour, size, position, count, background) back from a "
+            "32 px image of the tiny world (`tinyworld/scenes.py`). Trained on rendered images only, from "
+            "the `judge` split (its own seeds), so it measures generated images without grading the "
+            "evaluator's own scorer.",
+            "",
+            f"- Recipe (`tinyworld.judge.JudgeRecipe`): {recipe['train_images']} images, {recipe['epochs']} "
+            f"epochs, batch {recipe['batch']}, AdamW with a one-cycle rate peaking at {recipe['lr']}, seed "
+            f"{recipe['seed']}; {card['parameters']:,} parameters, stored in half precision.",
+            f"- Loss {card['first_loss']:.3f} at the first step, {card['last_loss']:.4f} over the last 50.",
+            f"- Accuracy on {recipe['validation_images']} validation images (all combinations): "
+            + ", ".join(f"{name} {value:.3f}" for name, value in card["validation_accuracy"].items())
+            + ".",
+            f"- Trained in {card['train_s']:.0f} s on {cpu_model()} ({os.cpu_count()} cores), 2 torch "
+            "threads.",
+            "",
+            "Reproduce: `eat models train-judge` (writes here).",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
