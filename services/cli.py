@@ -621,6 +621,12 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the shipped recipe's)")
     p.add_argument("--images", type=int, default=None, help="training images (default: the shipped recipe's)")
     p.set_defaults(handler=run_models_train_judge)
+    p = actions.add_parser(
+        "train-scorer", help="train the tiny world's open_clip scorer (the evaluator's CLIP)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="where to write it (default: the shipped scorer)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
+    p.set_defaults(handler=run_models_train_scorer)
 
 
 def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -652,6 +658,28 @@ def run_models_train_judge(args: argparse.Namespace, parser: argparse.ArgumentPa
     write_card(out, "judge", card)
     accuracy = ", ".join(f"{name} {value:.3f}" for name, value in card["validation_accuracy"].items())
     print(f"wrote {out}: validation accuracy {accuracy}; {card['train_s']:.0f} s")
+    return 0
+
+
+def run_models_train_scorer(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from tinyworld.scorer import ScorerRecipe, save_scorer, train_scorer
+    from tinyworld.weights import SCORER_DIR, write_card
+
+    recipe = ScorerRecipe() if args.steps is None else dataclasses.replace(ScorerRecipe(), steps=args.steps)
+    if recipe.steps <= recipe.warmup:
+        parser.error(f"--steps must exceed the warm-up ({recipe.warmup})")
+    torch.set_num_threads(2)
+    model, card = train_scorer(recipe, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    out = args.out or SCORER_DIR
+    save_scorer(model, out, card)
+    write_card(out, "scorer", card)
+    print(
+        f"wrote {out}: own caption first in {card['own_caption_ranked_first']:.3f} of held-out scenes "
+        f"(score {card['own_caption_score']:.3f} vs {card['one_off_caption_score']:.3f} one attribute off); "
+        f"{card['train_s']:.0f} s"
+    )
     return 0
 
 

@@ -54,9 +54,15 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
     {("purple", "triangle"), ("yellow", "cross"), ("white", "circle"), ("red", "square")}
 )
 
-Split = Literal["train", "validation", "test", "judge"]
+Split = Literal["train", "validation", "test", "judge", "scorer"]
 # Each split draws its scenes and jitter from its own seed range.
-SPLIT_SEED_BASE: dict[str, int] = {"train": 0, "validation": 1_000_000, "test": 2_000_000, "judge": 3_000_000}
+SPLIT_SEED_BASE: dict[str, int] = {
+    "train": 0,  # the text-to-image model's
+    "validation": 1_000_000,
+    "test": 2_000_000,  # held-out colour-shape pairs only
+    "judge": 3_000_000,  # the judge's
+    "scorer": 4_000_000,  # the evaluator's CLIP scorer's
+}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 JUDGE_DIR = WEIGHTS_ROOT / "judge"
+SCORER_DIR = WEIGHTS_ROOT / "scorer"
 CARD_MD = "CARD.md"
 
 
@@ -46,6 +47,30 @@ def write_card(directory: Path, kind: str, card: dict[str, Any]) -> Path:
             "threads.",
             "",
             "Reproduce: `eat models train-judge` (writes here).",
+        ]
+    elif kind == "scorer":
+        recipe = card["recipe"]
+        lines += [
+            "The evaluator's CLIP scorer for the tiny world: a standard open_clip model (custom config: a "
+            "ViT over 8 px patches of 32 px images, a 3-layer text transformer over open_clip's BPE tokens, "
+            "64-dimensional embeddings) in open_clip's local-directory layout. Load it with "
+            "`EAT_CLIP_MODEL=local-dir:tinyworld/weights/scorer`.",
+            "",
+            f"- Recipe (`tinyworld.scorer.ScorerRecipe`): contrastive (CLIP's symmetric loss) on "
+            f"{recipe['train_images']} rendered scenes of the `scorer` split, which the text-to-image model "
+            f"never sees; {recipe['steps']} steps of batch {recipe['batch']}, AdamW (lr {recipe['lr']}, "
+            f"weight decay {recipe['weight_decay']}), {recipe['warmup']} warm-up steps then cosine, seed "
+            f"{recipe['seed']}; {card['parameters']:,} parameters, stored in half precision.",
+            f"- Loss {card['first_loss']:.3f} at the first step, {card['last_loss']:.4f} over the last 100.",
+            f"- On {recipe['eval_images']} scenes of the `{card['eval_split']}` split (colour-shape pairs "
+            "held out of the text-to-image model's training): mean CLIP score with the own caption "
+            f"{card['own_caption_score']:.3f}, with a caption one attribute off (colour, shape or position) "
+            f"{card['one_off_caption_score']:.3f}; the own caption scores highest of the four in "
+            f"{card['own_caption_ranked_first']:.3f} of scenes (chance 0.25).",
+            f"- Trained in {card['train_s']:.0f} s on {cpu_model()} ({os.cpu_count()} cores), 2 torch "
+            "threads.",
+            "",
+            "Reproduce: `eat models train-scorer` (writes here).",
         ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -19,7 +19,7 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from services.evaluator.settings import TINY_MODEL
+from services.evaluator.settings import LOCAL_DIR, TINY_MODEL
 
 # embed 32; vision 64 wide, 2 layers, 16 px patches of 64 px images; text 64 wide, 2 layers, CLIP's
 # context and vocabulary (so the standard tokenizer fits).
@@ -71,11 +71,14 @@ class ClipScorer:
 
     @classmethod
     def build(cls, clip_model: str, checkpoint: Path | None = None, device: str = "cpu") -> ClipScorer:
-        """ "tiny" (weights from `checkpoint` when given) or an open_clip architecture name whose
-        weights come from `checkpoint`."""
+        """ "tiny" (weights from `checkpoint` when given), an open_clip architecture name whose
+        weights come from `checkpoint`, or an open_clip model directory "local-dir:<dir>"."""
         if clip_model == TINY_MODEL:
             model = build_tiny_model()
             tokenizer = open_clip.SimpleTokenizer(context_length=TINY_CONFIG["text_cfg"]["context_length"])
+        elif clip_model.startswith(LOCAL_DIR):  # open_clip reads the config and weights from the directory
+            model = open_clip.create_model(clip_model, device="cpu").float()
+            tokenizer = open_clip.get_tokenizer(clip_model)
         else:
             if checkpoint is None:
                 raise ValueError(f"open_clip model {clip_model!r} needs a local checkpoint")

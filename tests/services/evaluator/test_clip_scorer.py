@@ -10,11 +10,14 @@ import pytest
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from services.common.settings import SettingsError
 from services.evaluator.clip_scorer import ClipScorer, build_tiny_model
 from services.evaluator.settings import EvaluatorSettings
 from tests.services.evaluator.images import PROMPTS, candidate_images
+from tinyworld.scenes import render_batch, split_scenes
+from tinyworld.scorer import build_model, save_scorer, score_images, tokenizer
 
 
 def test_tiny_scores_are_plain_cosines_in_range_and_deterministic(tiny_scorer: ClipScorer) -> None:
@@ -116,3 +119,32 @@ def test_settings_require_a_checkpoint_for_real_models(tmp_path: Path) -> None:
     assert EvaluatorSettings.from_env({}).clip_checkpoint is None
     with pytest.raises(SettingsError):
         EvaluatorSettings.from_env({"EAT_BATCH_SIZE": "0"})
+
+
+def test_an_open_clip_model_directory_loads_as_open_clip_loads_it(tmp_path: Path) -> None:
+    """The tiny world's scorer layout (open_clip_config.json + open_clip_model.safetensors) through
+    `local-dir:`: the same scores as the model it was saved from, up to half precision."""
+    model = build_model(seed=3)
+    save_scorer(model, tmp_path, card={})
+    scorer = ClipScorer.build(f"local-dir:{tmp_path}")
+    images = [Image.fromarray(image) for image in render_batch(split_scenes("validation", 3))]
+    prompts = ["a small red circle on the left, gray background"] * 3
+    expected = score_images(
+        model.half().float(), tokenizer(), np.stack([np.asarray(i) for i in images]), prompts
+    )
+    assert scorer.score(images, prompts) == pytest.approx(expected, abs=1e-3)
+    assert scorer.evaluator_model == f"open_clip:local-dir:{tmp_path}"
+
+
+def test_settings_take_a_model_directory_without_a_checkpoint(tmp_path: Path) -> None:
+    settings = EvaluatorSettings.from_env({"EAT_CLIP_MODEL": f"local-dir:{tmp_path}"})
+    assert settings.clip_checkpoint is None
+    with pytest.raises(SettingsError, match="no directory"):
+        EvaluatorSettings.from_env({"EAT_CLIP_MODEL": f"local-dir:{tmp_path / 'missing'}"})
+    with pytest.raises(SettingsError, match="goes with an architecture name"):
+        EvaluatorSettings.from_env(
+            {
+                "EAT_CLIP_MODEL": f"local-dir:{tmp_path}",
+                "EAT_CLIP_CHECKPOINT": str(tmp_path / "w.safetensors"),
+            }
+        )
