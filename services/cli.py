@@ -627,6 +627,10 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="where to write it (default: the shipped scorer)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
     p.set_defaults(handler=run_models_train_scorer)
+    p = actions.add_parser("train-vae", help="train the tiny world's autoencoder (32 px <-> 16x16x4 latents)")
+    p.add_argument("--out", type=Path, default=None, help="where to write it (default: the shipped one)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
+    p.set_defaults(handler=run_models_train_vae)
 
 
 def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -679,6 +683,29 @@ def run_models_train_scorer(args: argparse.Namespace, parser: argparse.ArgumentP
         f"wrote {out}: own caption first in {card['own_caption_ranked_first']:.3f} of held-out scenes "
         f"(score {card['own_caption_score']:.3f} vs {card['one_off_caption_score']:.3f} one attribute off); "
         f"{card['train_s']:.0f} s"
+    )
+    return 0
+
+
+def run_models_train_vae(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from tinyworld.judge import Judge
+    from tinyworld.vae import VaeRecipe, save_vae, train_vae
+    from tinyworld.weights import JUDGE_DIR, VAE_DIR, write_card
+
+    recipe = VaeRecipe() if args.steps is None else dataclasses.replace(VaeRecipe(), steps=args.steps)
+    if recipe.steps <= recipe.warmup:
+        parser.error(f"--steps must exceed the warm-up ({recipe.warmup})")
+    torch.set_num_threads(2)
+    judge = Judge.load(JUDGE_DIR)
+    vae, card = train_vae(recipe, judge, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    out = args.out or VAE_DIR
+    save_vae(vae, out)
+    write_card(out, "vae", card)
+    judged = ", ".join(f"{name} {value:.3f}" for name, value in card["judge_round_trip"].items())
+    print(
+        f"wrote {out}: PSNR {card['psnr_db']:.1f} dB; judge on round trips {judged}; {card['train_s']:.0f} s"
     )
     return 0
 

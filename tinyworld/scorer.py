@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from torch.nn import functional as F
 
 from tinyworld.judge import to_tensor
 from tinyworld.scenes import COLOURS, POSITIONS, RESOLUTION, SHAPES, Scene, render_batch, split_scenes
+from tinyworld.training import card_basics, fit
 
 CONFIG_FILE, WEIGHTS_FILE = "open_clip_config.json", "open_clip_model.safetensors"
 CONTEXT_LENGTH = 24  # tokens; the longest caption has 16 with its start and end tokens
@@ -109,34 +109,16 @@ def train_scorer(
     images = to_tensor(render_batch(pairs))
     tokens = tokenizer()([scene.caption for scene, _ in pairs])
     model = build_model(recipe.seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-
-    def rate(step: int) -> float:  # linear warm-up, then cosine to 0
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    losses = []
-    model.train()
-    for step in range(recipe.steps):
-        index = torch.randint(len(pairs), (recipe.batch,), generator=generator)
-        loss = contrastive_loss(model, images[index], tokens[index])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if progress is not None and (step + 1) % 200 == 0:
-            progress(f"step {step + 1}/{recipe.steps}: loss {np.mean(losses[-100:]):.4f}")
-    model.eval()
+    losses = fit(
+        model,
+        lambda index: contrastive_loss(model, images[index], tokens[index]),
+        len(pairs),
+        recipe,
+        recipe.weight_decay,
+        progress,
+    )
     card = {
-        "recipe": asdict(recipe),
-        "first_loss": losses[0],
-        "last_loss": float(np.mean(losses[-100:])),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_s": time.perf_counter() - started,
+        **card_basics(recipe, model, losses, started),
         **retrieval_report(model, tokenizer(), recipe.eval_images),
     }
     return model, card

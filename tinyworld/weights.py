@@ -10,6 +10,7 @@ from typing import Any
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 JUDGE_DIR = WEIGHTS_ROOT / "judge"
 SCORER_DIR = WEIGHTS_ROOT / "scorer"
+VAE_DIR = WEIGHTS_ROOT / "vae"
 CARD_MD = "CARD.md"
 
 
@@ -71,6 +72,28 @@ def write_card(directory: Path, kind: str, card: dict[str, Any]) -> Path:
             "threads.",
             "",
             "Reproduce: `eat models train-scorer` (writes here).",
+        ]
+    elif kind == "vae":
+        recipe = card["recipe"]
+        judged = ", ".join(
+            f"{name} {card['judge_round_trip'][name]:.3f} ({card['judge_original'][name]:.3f})"
+            for name in card["judge_round_trip"]
+        )
+        lines += [
+            "The tiny world's autoencoder: a diffusers `AutoencoderKL` (two blocks of 32 and 64 channels, "
+            "no mid-block attention) from 32 px images to 16x16x4 latents, saved with `save_pretrained`.",
+            "",
+            f"- Recipe (`tinyworld.vae.VaeRecipe`): L1 reconstruction plus {recipe['kl_weight']:g} x KL on "
+            f"{recipe['train_images']} scenes of the `train` split; {recipe['steps']} steps of batch "
+            f"{recipe['batch']}, AdamW (lr {recipe['lr']}), {recipe['warmup']} warm-up steps then cosine, "
+            f"seed {recipe['seed']}; {card['parameters']:,} parameters, stored in half precision.",
+            f"- Loss {card['first_loss']:.3f} at the first step, {card['last_loss']:.4f} over the last 100.",
+            f"- On {recipe['eval_images']} validation scenes: PSNR {card['psnr_db']:.1f} dB; the judge reads "
+            f"the round-tripped images right (originals in brackets): {judged}.",
+            f"- Trained in {card['train_s']:.0f} s on {cpu_model()} ({os.cpu_count()} cores), 2 torch "
+            "threads.",
+            "",
+            "Reproduce: `eat models train-vae` (writes here).",
         ]
     path.write_text("\n".join(lines) + "\n")
     return path
