@@ -21,6 +21,7 @@ import numpy as np
 from policy_models.config import SimConfig, paper_config
 from policy_models.sim.batched import BatchedClusterSim
 from policy_models.sim.env import ClusterEnv
+from tinyworld.weights import cpu_model
 
 DEFAULT_NODES = (4, 8, 12, 64, 256)
 DEFAULT_BATCHES = (1, 64, 1024)
@@ -45,23 +46,12 @@ class BenchResult:
 
 def machine_info() -> dict[str, Any]:
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench_config(nodes: int) -> SimConfig:
