@@ -21,6 +21,7 @@ from policy_models.slo import GOODPUT_SCALE, scale_label
 from policy_models.suites import SettingGroup, Suite
 
 SLO_METRIC = f"slo_{GOODPUT_SCALE:g}"  # the SLO attainment compared (policy_models.slo)
+BEST = "best-heuristic"  # a baseline name: the best heuristic of each setting
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,6 @@ def baseline_row(rows: Sequence[EvalRow], baseline: str) -> EvalRow | None:
         return best_heuristic(rows)
     found = [r for r in rows if r.policy == baseline]
     return found[0] if found else None
-
-
-BEST = "best-heuristic"
 
 
 def setting_gaps(rows: Sequence[EvalRow], baseline: str = BEST) -> list[Gap]:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from policy_models.config import (
-    PAPER_SETTINGS,
     ArrivalPattern,
     Mode,
     ServerFaults,
@@ -33,7 +32,7 @@ from policy_models.config import (
     paper_config,
     warm_config,
 )
-from policy_models.evaluation import SettingKey
+from policy_models.evaluation import SettingKey, paper_settings
 
 # Evaluation seeds (1000 on) are disjoint from training (100000 on), validation (500 on) and the seeds
 # tuning and metaheuristic optimisation use (0-63).
@@ -63,18 +62,9 @@ class Suite:
         raise KeyError(f"{key.label} is not in suite {self.name!r}")
 
 
-def _paper_grid(mode: Mode, profile: str) -> tuple[SimConfig, ...]:
-    build = paper_config if mode == "paper" else warm_config
-    return tuple(
-        build(n, rate, patch_choices=patches, profile_name=profile)
-        for n, patches, rates in PAPER_SETTINGS
-        for rate in rates
-    )
-
-
 def paper_suite(mode: Mode = "paper", profile: str = "reference") -> Suite:
     label = "the paper's 15 settings" + ("" if mode == "paper" else f", {mode} mode")
-    return Suite("paper", (SettingGroup("paper", label, _paper_grid(mode, profile)),))
+    return Suite("paper", (SettingGroup("paper", label, tuple(paper_settings(mode, profile))),))
 
 
 WARM_RATES = (0.04, 0.06, 0.08, 0.10, 0.12, 0.14, 0.16)
@@ -91,7 +81,7 @@ def shift_suite() -> Suite:
             SettingGroup(
                 "table-vi",
                 "the 15 paper settings under the paper's Table VI timings",
-                _paper_grid("paper", "paper-table-vi"),
+                tuple(paper_settings("paper", "paper-table-vi")),
             ),
             SettingGroup(
                 "warm",
