@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 
 def warmup_cosine(step: int, warmup: int, steps: int) -> float:
@@ -28,10 +29,12 @@ def fit(
     weight_decay: float,
     progress: Callable[[str], None] | None = None,
     report_every: int = 200,
+    every: tuple[int, Callable[[int], None]] | None = None,
 ) -> list[float]:
     """`recipe.steps` steps on minibatches of `recipe.batch` item indices drawn with replacement (from a
     generator seeded with `recipe.seed`); `loss_of(indices)` gives each batch's loss. Returns the
-    per-step losses; the module is left in eval mode."""
+    per-step losses; the module is left in eval mode. `every=(n, call)` calls `call(step)` after every
+    n-th step (in eval mode; training resumes after it)."""
     optimiser = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: warmup_cosine(step, recipe.warmup, recipe.steps)
@@ -39,15 +42,22 @@ def fit(
     generator = torch.Generator().manual_seed(recipe.seed)
     losses: list[float] = []
     module.train()
-    for step in range(recipe.steps):
+    bar = tqdm(range(recipe.steps), disable=progress is None, mininterval=2.0, leave=False, unit="step")
+    for step in bar:
         loss = loss_of(torch.randint(n_items, (recipe.batch,), generator=generator))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         if progress is not None and (step + 1) % report_every == 0:
             progress(f"step {step + 1}/{recipe.steps}: loss {np.mean(losses[-100:]):.4f}")
+        if every is not None and (step + 1) % every[0] == 0:
+            module.eval()
+            every[1](step + 1)
+            module.train()
     module.eval()
     return losses
 

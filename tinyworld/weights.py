@@ -10,6 +10,7 @@ from typing import Any
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 JUDGE_DIR = WEIGHTS_ROOT / "judge"
 SCORER_DIR = WEIGHTS_ROOT / "scorer"
+PIPELINE_DIR = WEIGHTS_ROOT / "text-to-image"  # a diffusers pipeline directory
 VAE_DIR = WEIGHTS_ROOT / "vae"
 CARD_MD = "CARD.md"
 
@@ -95,5 +96,46 @@ def write_card(directory: Path, kind: str, card: dict[str, Any]) -> Path:
             "",
             "Reproduce: `eat models train-vae` (writes here).",
         ]
+    elif kind == "text-to-image":
+        lines += text_to_image_card(card)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def text_to_image_card(card: dict[str, Any]) -> list[str]:
+    vae, text, unet = card["vae"], card["text_encoder"], card["unet"]
+    t, u = text["recipe"], unet["recipe"]
+    judged = ", ".join(f"{name} {value:.3f}" for name, value in unet["judge"].items())
+    command = "eat models train-tiny" + (f" --reuse-vae {vae['reused']}" if "reused" in vae else "")
+    vae_line = (
+        f"- Autoencoder: reused from `{vae['reused']}` (its own card has its recipe)."
+        if "reused" in vae
+        else f"- Autoencoder (`tinyworld.vae.VaeRecipe`): {vae['recipe']['steps']} steps, PSNR "
+        f"{vae['psnr_db']:.1f} dB, {vae['train_s']:.0f} s."
+    )
+    return [
+        "The tiny world's text-to-image model: a diffusers `StableDiffusionPipeline` directory "
+        "(`save_pretrained`, safetensors, half precision) with SD 1.5's parts in miniature: "
+        "`AutoencoderKL` (32 px to 16x16x4 latents), a CLIP text encoder and tokenizer (transformers "
+        "`CLIPTextModel`, `CLIPTokenizer`), a `UNet2DConditionModel` with cross-attention, and SD 1.5's "
+        "DDIM schedule. Executors load it from `EAT_MODELS_DIR/<model>/` as they load SD 1.5.",
+        "",
+        vae_line,
+        f"- Text encoder (`tinyworld.text_encoder.TextEncoderRecipe`): the text half of a transformers "
+        f"`CLIPModel` trained contrastively on {t['train_images']} scenes of the `train` split, "
+        f"{t['steps']} steps of batch {t['batch']}, seed {t['seed']}; {text['parameters']:,} parameters; "
+        f"a validation image's own caption ranks first of every validation caption in "
+        f"{text['caption_retrieval_top1']:.3f} ({text['train_s']:.0f} s).",
+        f"- UNet (`tinyworld.text_to_image.UnetRecipe`): noise prediction on the latents of "
+        f"{u['train_images']} `train` scenes, text encoder frozen, caption dropped "
+        f"{u['caption_dropout']:.0%} "
+        f"of the time, min-SNR weights (gamma {u['snr_gamma']:g}), {u['steps']} steps of batch "
+        f"{u['batch']}, AdamW (lr {u['lr']}), {u['warmup']} warm-up steps then cosine, bfloat16 autocast, "
+        f"seed {u['seed']}; {unet['parameters']:,} parameters; loss {unet['first_loss']:.3f} at the "
+        f"first step, {unet['last_loss']:.4f} over the last 100 ({unet['train_s']:.0f} s).",
+        f"- The judge reads 200 validation prompts' images ({u['eval_steps']} DDIM steps, guidance 7.5) "
+        f"as asked: {judged}.",
+        f"- Trained on {cpu_model()} ({os.cpu_count()} cores), 2 torch threads.",
+        "",
+        f"Reproduce: `{command}` (writes here); measure: `eat bench quality`.",
+    ]

@@ -1,6 +1,7 @@
 """Gangs in the diffusers runner: DiffusersRunner instances in separate processes (as separate executors)
-form real gloo gangs on the tiny model. A gang's image equals the single-server image, regrouping never
-reloads a model, displaced mode stays close to sync, and gangs that cannot meet fail as they should.
+form real gloo gangs on the trained tiny-world pipeline. A gang's image equals the single-server image
+and shows its prompt, regrouping never reloads a model, displaced mode stays close to sync, and gangs
+that cannot meet fail as they should.
 
 No broker: each member process drives its runner as the executor service does (start, then run the
 outcome callback the runner hands back).
@@ -27,13 +28,17 @@ from PIL import Image
 
 from services.executor.core import AttemptFailed, Dispatch, Failure, FailureCode, Rendezvous, RunReport
 from services.executor.gang_runner import GangConfig
-from tests.services.executor.conftest import TINY
+from tests.services.executor.conftest import WORLD
+from tinyworld.judge import Judge
+from tinyworld.scenes import Scene
+from tinyworld.weights import JUDGE_DIR
 
 THIS_MODULE = "tests.services.executor.test_gang_runner"
-RESOLUTION = 64
-STEPS = 4
+RESOLUTION = 32  # the tiny world's
+STEPS = 8
 SEED = 11
-PROMPT = "a red fox in snow"
+SCENE = Scene("triangle", "blue", "large", "left", 1, "gray")
+PROMPT = SCENE.caption
 HOST = "127.0.0.1"
 ANSWER_WITHIN_S = 120.0
 _task_ids = itertools.count()
@@ -133,20 +138,20 @@ def gang_dispatches(k: int, steps: int, rendezvous_timeout_s: float) -> list[Dis
     executors = tuple(f"edge-{i}" for i in range(k))
     rendezvous = Rendezvous(HOST, free_port(), f"{task_id}-a1-g1", epoch=1, timeout_s=rendezvous_timeout_s)
     return [
-        Dispatch(task_id, 1, PROMPT, TINY, steps, SEED, executors, 1, rank, rendezvous=rendezvous)
+        Dispatch(task_id, 1, PROMPT, WORLD, steps, SEED, executors, 1, rank, rendezvous=rendezvous)
         for rank in range(k)
     ]
 
 
 def single_dispatch(steps: int = STEPS) -> Dispatch:
     task_id = f"single-task-{next(_task_ids)}-{time.monotonic_ns()}"
-    return Dispatch(task_id, 1, PROMPT, TINY, steps, SEED, ("edge-0",), 1, 0)
+    return Dispatch(task_id, 1, PROMPT, WORLD, steps, SEED, ("edge-0",), 1, 0)
 
 
 # ----- fixtures and helpers ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def members(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Members]:
-    pool = Members(4, tiny_models_dir, tmp_path_factory.mktemp("gang-results"))
+def members(world_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Members]:
+    pool = Members(4, world_models_dir, tmp_path_factory.mktemp("gang-results"))
     yield pool
     pool.close()
 
@@ -199,13 +204,19 @@ def test_a_gangs_image_equals_the_single_server_image(
     assert difference.max() <= 1  # sync patch parallelism is exact up to float rounding
 
 
+def test_the_image_shows_its_prompt(single_image: np.ndarray) -> None:
+    """The trained model draws what it is asked, as a separate judge reads it."""
+    agreement = Judge.load(JUDGE_DIR).agreement(single_image.astype(np.uint8)[None], [SCENE])
+    assert agreement == dict.fromkeys(agreement, 1.0)
+
+
 def test_regrouped_gangs_keep_every_model_warm(members: Members, single_image: np.ndarray) -> None:
     """Sizes 2, 4, 2 with different members: each executor loads the weights once, ever."""
     for gang in ([1, 0], [3, 2, 1, 0], [2, 3]):
         outcomes = members.run(gang)
         rank0 = check_gang_outcome(outcomes)
         assert np.abs(pixels(rank0) - single_image).max() <= 1
-        assert all(member.loads == {TINY: 1} for member in outcomes)
+        assert all(member.loads == {WORLD: 1} for member in outcomes)
         assert all(report(member).model_reused for member in outcomes)
 
 
@@ -222,7 +233,7 @@ def test_a_gang_whose_members_never_meet_fails_with_rendezvous_failed(members: M
     assert alone.outcome.code is FailureCode.RENDEZVOUS_FAILED
     # The failed formation left the model warm and usable for the next gang.
     check_gang_outcome(members.run([0, 1]))
-    assert alone.loads == {TINY: 1}
+    assert alone.loads == {WORLD: 1}
 
 
 def test_a_gang_dispatched_without_a_rendezvous_is_refused_at_once(tmp_path: Path) -> None:
