@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_sim(bench)
     _add_bench_pipeline(bench)
     _add_bench_executor(bench)
+    _add_bench_quality(bench)
     return parser
 
 
@@ -631,6 +632,19 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="where to write it (default: the shipped one)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
     p.set_defaults(handler=run_models_train_vae)
+    p = actions.add_parser(
+        "train-tiny",
+        help="train the tiny world's text-to-image pipeline (autoencoder, text encoder, UNet)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="pipeline directory (default: the shipped one)")
+    p.add_argument("--reuse-vae", type=Path, default=None, metavar="DIR", help="reuse this autoencoder")
+    p.add_argument("--vae-steps", type=int, default=None, help="autoencoder steps (default: the recipe's)")
+    p.add_argument("--text-steps", type=int, default=None, help="text encoder steps (default: the recipe's)")
+    p.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default: the recipe's)")
+    p.add_argument(
+        "--eval-every", type=int, default=0, help="judge samples every N UNet steps (0: at the end)"
+    )
+    p.set_defaults(handler=run_models_train_tiny)
 
 
 def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -710,12 +724,52 @@ def run_models_train_vae(args: argparse.Namespace, parser: argparse.ArgumentPars
     return 0
 
 
+def tiny_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:  # a TinyRecipe
+    from tinyworld.text_encoder import TextEncoderRecipe
+    from tinyworld.text_to_image import TinyRecipe, UnetRecipe
+    from tinyworld.vae import VaeRecipe
+
+    def with_steps(recipe: Any, steps: int | None, flag: str) -> Any:
+        recipe = recipe if steps is None else dataclasses.replace(recipe, steps=steps)
+        if recipe.steps <= recipe.warmup:
+            parser.error(f"{flag} must exceed the warm-up ({recipe.warmup})")
+        return recipe
+
+    vae = None if args.reuse_vae else with_steps(VaeRecipe(), args.vae_steps, "--vae-steps")
+    text = with_steps(TextEncoderRecipe(), args.text_steps, "--text-steps")
+    return TinyRecipe(vae, text, with_steps(UnetRecipe(), args.unet_steps, "--unet-steps"))
+
+
+def run_models_train_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from tinyworld.judge import Judge
+    from tinyworld.text_to_image import save_pipeline, train_tiny
+    from tinyworld.weights import JUDGE_DIR, PIPELINE_DIR, write_card
+
+    recipe = tiny_recipe(args, parser)
+    torch.set_num_threads(2)
+    say = lambda line: print(f"  {line}", file=sys.stderr)  # noqa: E731
+    pipeline, card = train_tiny(recipe, args.reuse_vae, Judge.load(JUDGE_DIR), say, args.eval_every)
+    out = args.out or PIPELINE_DIR
+    save_pipeline(pipeline, out)
+    write_card(out, "text-to-image", card)
+    judged = ", ".join(f"{name} {value:.3f}" for name, value in card["unet"]["judge"].items())
+    print(f"wrote {out}: judge on generated images {judged}")
+    return 0
+
+
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="real diffusion end to end on CPU executors, with a report")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="model, images and report go here")
-    p.add_argument("--tasks", type=int, default=16, help="tasks of 1, 2 and 4 patches (default 16)")
+    p.add_argument("--tasks", type=int, default=18, help="tasks of 1, 2 and 4 patches (default 18)")
     p.add_argument("--executors", type=int, default=4, help="CPU executors (default 4)")
-    p.add_argument("--max-steps", type=int, default=12, help="QoS step bound per task (default 12)")
+    p.add_argument(
+        "--steps",
+        default=None,
+        help="step counts the tasks are pinned to in turn, comma-separated, each in [1, 32] "
+        "(default 1,2,4,8,12,20)",
+    )
     p.add_argument("--amqp-url", help="RabbitMQ URL (default: a fresh local vhost eat-demo)")
     p.set_defaults(handler=run_demo)
 
@@ -724,8 +778,12 @@ def run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from services import demo  # matplotlib and torch load only for this command
     from services.stack import StackError
 
-    if args.tasks < 1 or args.executors < 1 or not 1 <= args.max_steps <= 32:
-        parser.error("--tasks and --executors must be >= 1, --max-steps in [1, 32]")
+    try:
+        sweep = demo.STEP_SWEEP if args.steps is None else tuple(int(part) for part in args.steps.split(","))
+    except ValueError:
+        parser.error(f"--steps wants comma-separated integers, got {args.steps!r}")
+    if args.tasks < 1 or args.executors < 1 or not all(1 <= s <= 32 for s in sweep):
+        parser.error("--tasks and --executors must be >= 1, --steps each in [1, 32]")
     if not stack_cli.broker_reachable(args.amqp_url or stack_cli.DEFAULT_AMQP):
         print(
             "RabbitMQ is not reachable. Start it with `rabbitmq-server -detached` (or run "
@@ -734,7 +792,7 @@ def run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
         return 2
     with demo.demo_broker(args.amqp_url) as amqp_url:
-        settings = demo.DemoSettings(args.out, amqp_url, args.tasks, args.executors, args.max_steps)
+        settings = demo.DemoSettings(args.out, amqp_url, args.tasks, args.executors, sweep)
         try:
             report = demo.run_demo(settings)
         except StackError as err:
@@ -788,6 +846,66 @@ def run_bench_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser
     print(pipeline.format_report(report))
     _emit_report(report, args.json)
     return 0 if report["lost"] == 0 else 1
+
+
+def _add_bench_quality(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "quality", help="image quality vs denoising steps: CLIP score and judge accuracy per step count"
+    )
+    p.add_argument("--model-dir", type=Path, default=None, help="pipeline directory (default: shipped)")
+    p.add_argument("--scorer", type=Path, default=None, help="open_clip model directory (default: shipped)")
+    p.add_argument("--samples", type=int, default=200, help="prompts (scenes of the split, seeded)")
+    p.add_argument("--steps", default=",".join(map(str, QUALITY_STEPS)), help="comma-separated step counts")
+    p.add_argument("--split", default="validation", choices=("validation", "test"), help="test: unseen pairs")
+    p.add_argument("--guidance", type=float, default=7.5, help="guidance scale (the executor's)")
+    p.add_argument("--json", type=Path, help="write the curve here")
+    p.set_defaults(handler=run_bench_quality)
+
+
+QUALITY_STEPS = (1, 2, 3, 5, 8, 12, 20, 30)
+
+
+def run_bench_quality(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from tinyworld.judge import Judge
+    from tinyworld.quality import CHANCE, JUDGED, measure_quality
+    from tinyworld.scorer import load_scorer
+    from tinyworld.text_to_image import load_pipeline
+    from tinyworld.weights import JUDGE_DIR, PIPELINE_DIR, SCORER_DIR
+
+    try:
+        steps = [int(part) for part in args.steps.split(",")]
+    except ValueError:
+        parser.error(f"--steps wants comma-separated integers, got {args.steps!r}")
+    if not steps or min(steps) < 1 or args.samples < 2:
+        parser.error("--steps must be positive and --samples at least 2")
+    torch.set_num_threads(2)
+    model_dir = args.model_dir or PIPELINE_DIR
+    say = lambda line: print(f"  {line}", file=sys.stderr)  # noqa: E731
+    curve = measure_quality(
+        load_pipeline(model_dir),
+        Judge.load(JUDGE_DIR),
+        load_scorer(args.scorer or SCORER_DIR),
+        str(model_dir),
+        args.samples,
+        steps,
+        args.split,
+        args.guidance,
+        say,
+    )
+    chance = ", ".join(f"{name} {CHANCE[name]:.2f}" for name in JUDGED)
+    at_most = ", ".join(f"{name} {curve.judge[name][-1]:.3f}" for name in JUDGED)
+    print(f"{curve.samples} prompts ({curve.split} split); at {steps[-1]} steps the judge reads {at_most}")
+    print(
+        f"  (chance {chance}); CLIP {curve.clip[0]:.3f} at {steps[0]} steps to {curve.clip[-1]:.3f}, "
+        f"Spearman with steps {curve.clip_spearman():.2f}"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(curve.to_json(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _add_bench_executor(bench: argparse._SubParsersAction) -> None:

@@ -1,13 +1,15 @@
 """`eat demo`: real diffusion end to end on CPU executors, with a report.
 
-The demo builds the tiny Stable Diffusion pipeline (seeded random weights, services.executor.tiny),
-starts the whole stack with diffusers executors on it (64 px, CPU, trainer off), submits a fixed mix of
-tasks of 1, 2 and 4 patches, waits for every terminal event and writes `<out>/report.json`,
-`<out>/report.html` (a table with thumbnails and PNG plots) and the images under `<out>/images/`.
+The demo runs the tiny world (`tinyworld/`) through the whole stack: diffusers executors serve the
+shipped text-to-image pipeline (32 px, CPU, trainer off) and the evaluator scores with the shipped
+open_clip scorer. It submits a fixed mix of tasks of 1, 2 and 4 patches whose prompts are scenes of the
+world's validation split, pins each task's steps through its QoS to one of STEP_SWEEP (so one run
+measures quality against steps), waits for every terminal event, asks the judge (a separate
+classifier) whether each image shows its prompt, and writes `<out>/report.json`, `<out>/report.html`
+(a table with thumbnails and PNG plots) and the images under `<out>/images/`.
 
-The model is random, so the images are noise and the CLIP scores (from the evaluator's tiny random
-CLIP) test the plumbing, not image quality. Everything is seeded: the model with MODEL_SEED, task i's
-sampler with SAMPLER_SEED_BASE + i.
+Everything is seeded: the prompts are the first validation scenes, task i samples with
+SAMPLER_SEED_BASE + i.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,17 +31,21 @@ from eat.v1 import common_pb2, tasks_pb2
 from services.client import Client, TaskEvent
 from services.common import vhost
 from services.stack import Stack, StackConfig
-from services.trace import PROMPTS
+from tinyworld.scenes import parse_caption, split_scenes
+from tinyworld.weights import PIPELINE_DIR, SCORER_DIR
 
-MODEL = "tiny"
-MODEL_SEED = 0  # weights of the tiny pipeline
+MODEL = "tinyworld"
 SAMPLER_SEED_BASE = 0  # task i samples with seed SAMPLER_SEED_BASE + i
-RESOLUTION = 64  # pixels, the tiny model's native size
+RESOLUTION = 32  # pixels, the tiny world's
 PATCH_MIX = (1, 2, 4, 1, 2, 1, 4, 2)  # cycled over the tasks: 16 tasks = 6 x k1, 6 x k2, 4 x k4
 GANG_SIZES = (1, 2, 4)
+STEP_SWEEP = (1, 2, 4, 8, 12, 20)  # task i runs STEP_SWEEP[i % 6] steps (QoS min = max)
+JUDGED = ("colour", "shape", "position")  # what a verdict checks
 NOTE = (
-    "The model is a tiny Stable Diffusion pipeline with seeded random weights, and CLIP is a tiny random "
-    "one too: the images are noise and the CLIP scores test the plumbing, not image quality."
+    "The model is the tiny world's text-to-image pipeline, trained on CPU and shipped "
+    "(tinyworld/weights/text-to-image); CLIP scores come from the tiny world's own open_clip scorer, "
+    "and a separate judge reads each image's colour, shape and position back. Each task's steps are "
+    "pinned through its QoS so that the run measures quality against steps."
 )
 
 Printer = Callable[[str], None]
@@ -49,9 +55,9 @@ Printer = Callable[[str], None]
 class DemoSettings:
     out_dir: Path = Path("out/demo")
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    tasks: int = 16
+    tasks: int = 18
     executors: int = 4
-    max_steps: int = 12  # QoS bound: keeps the CPU run short without dropping tasks
+    step_sweep: tuple[int, ...] = STEP_SWEEP
     wait_s: float = 240.0  # for all terminal events, after the last submission
     start_timeout_s: float = 180.0  # eight processes importing torch share two cores
 
@@ -80,6 +86,13 @@ class DemoRow:
     simulated: bool | None = None
     image: str = ""  # relative to the report, e.g. images/<task>.png
     message: str = ""  # why it failed or was rejected
+    judge: dict[str, bool] = field(default_factory=dict)  # attribute -> the judge read it as asked
+    judge_read: str = ""  # what the judge saw, e.g. "red triangle, left"
+
+    @property
+    def matches(self) -> bool | None:
+        """The judge read every judged attribute as the prompt asks (None: no image to judge)."""
+        return all(self.judge.values()) if self.judge else None
 
 
 @dataclass
@@ -133,18 +146,24 @@ def patches_for(index: int, executors: int) -> int:
     return max(k for k in GANG_SIZES if k <= min(wanted, executors))
 
 
+def demo_prompts(n: int) -> list[str]:
+    """The captions of the first n scenes of the tiny world's validation split."""
+    return [scene.caption for scene, _ in split_scenes("validation", n)]
+
+
 def demo_submissions(settings: DemoSettings, run_tag: str) -> list[tasks_pb2.TaskSubmission]:
     # The run tag keeps ids unique when the broker (or a state dir) remembers an earlier run's tasks.
+    sweep = settings.step_sweep
     return [
         tasks_pb2.TaskSubmission(
             task_id=f"demo-{run_tag}-{i:02d}",
-            prompt=PROMPTS[i % len(PROMPTS)],
+            prompt=prompt,
             model=MODEL,
             patches=patches_for(i, settings.executors),
             seed=SAMPLER_SEED_BASE + i,
-            qos=common_pb2.Qos(max_steps=settings.max_steps),
+            qos=common_pb2.Qos(min_steps=sweep[i % len(sweep)], max_steps=sweep[i % len(sweep)]),
         )
-        for i in range(settings.tasks)
+        for i, prompt in enumerate(demo_prompts(settings.tasks))
     ]
 
 
@@ -170,17 +189,16 @@ def demo_broker(amqp_url: str | None, say: Printer = print) -> Iterator[str]:
         vhost.delete("eat-demo")
 
 
-def ensure_tiny_model(models_dir: Path) -> Path:
-    """The tiny pipeline under models_dir/tiny, built (seed MODEL_SEED) only when missing."""
+def install_model(models_dir: Path, source: Path = PIPELINE_DIR) -> Path:
+    """A fresh copy of the shipped pipeline at models_dir/<MODEL>, where the executors look for it."""
     target = models_dir / MODEL
-    if not (target / "model_index.json").is_file():
-        from services.executor.tiny import make_tiny  # torch and diffusers load only when building
-
-        make_tiny(target, MODEL_SEED, overwrite=True)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
     return target
 
 
 def stack_config(settings: DemoSettings, models_dir: Path) -> StackConfig:
+    evaluator_env = {"EAT_CLIP_MODEL": f"local-dir:{SCORER_DIR}"}
     executor_env = {
         "EAT_RUNNER": "diffusers",
         "EAT_MODELS_DIR": str(models_dir.resolve()),
@@ -195,14 +213,14 @@ def stack_config(settings: DemoSettings, models_dir: Path) -> StackConfig:
         models=(MODEL,),
         work_dir=settings.out_dir / "stack",
         with_trainer=False,
-        extra_env={"executor": executor_env},
+        extra_env={"executor": executor_env, "evaluator": evaluator_env},
     )
 
 
 def run_demo(settings: DemoSettings, say: Printer = print) -> DemoReport:
     """Start the stack, run the workload, stop the stack, write the report; the report."""
     models_dir = settings.out_dir / "models"
-    say(f"tiny model (seed {MODEL_SEED}): {ensure_tiny_model(models_dir)}")
+    say(f"model {MODEL}: {install_model(models_dir)}")
     # A fresh state dir (no earlier run's tasks) and no earlier run's images beside this run's.
     for earlier in (settings.out_dir / "stack", settings.images_dir, settings.out_dir / "plots"):
         shutil.rmtree(earlier, ignore_errors=True)
@@ -215,6 +233,7 @@ def run_demo(settings: DemoSettings, say: Printer = print) -> DemoReport:
     finally:
         codes = stack.stop()
         say("stopped: " + ", ".join(f"{name}={code}" for name, code in codes.items()))
+    rows = judge_rows(rows, settings.out_dir)
     report = DemoReport(rows, wall_s, demo_settings_json(settings), stop_codes=codes)
     write_report(report, settings.out_dir)
     return report
@@ -224,9 +243,9 @@ def demo_settings_json(settings: DemoSettings) -> dict[str, object]:
     return {
         "tasks": settings.tasks,
         "executors": settings.executors,
-        "max_steps": settings.max_steps,
+        "step_sweep": list(settings.step_sweep),
         "model": MODEL,
-        "model_seed": MODEL_SEED,
+        "prompts": "the first scenes of the tiny world's validation split",
         "sampler_seeds": f"{SAMPLER_SEED_BASE} + task index",
         "resolution": RESOLUTION,
         "patch_mix": list(PATCH_MIX),
@@ -238,7 +257,7 @@ def run_workload(settings: DemoSettings, stack: Stack, say: Printer) -> tuple[li
     mix = ", ".join(f"{sum(s.patches == k for s in submissions)} x k{k}" for k in GANG_SIZES)
     last_seed = SAMPLER_SEED_BASE + len(submissions) - 1
     say(f"submitting {len(submissions)} tasks ({mix}), sampler seeds {SAMPLER_SEED_BASE}..{last_seed},")
-    say(f"  at most {settings.max_steps} steps each")
+    say(f"  steps pinned to {', '.join(map(str, settings.step_sweep))} in turn")
     started = time.monotonic()
     client = Client(settings.amqp_url)
     try:
@@ -295,6 +314,32 @@ def copy_image(uri: str, results_dir: Path, images_dir: Path, task_id: str) -> s
     return f"{images_dir.name}/{target.name}"
 
 
+def judge_rows(rows: list[DemoRow], out_dir: Path) -> list[DemoRow]:
+    """Each completed row with the judge's verdict on its image: did it read the prompt's colour, shape
+    and position? The judge is a classifier apart from the evaluator's CLIP."""
+    import numpy as np
+    from PIL import Image
+
+    from tinyworld.judge import Judge
+    from tinyworld.weights import JUDGE_DIR
+
+    done = [i for i, row in enumerate(rows) if row.image]
+    if not done:
+        return rows
+    images = []
+    for i in done:
+        with Image.open(out_dir / rows[i].image) as image:
+            images.append(np.asarray(image.convert("RGB").resize((RESOLUTION, RESOLUTION))))
+    read = Judge.load(JUDGE_DIR).predict(np.stack(images))
+    judged = list(rows)
+    for n, i in enumerate(done):
+        wanted = asdict(parse_caption(rows[i].prompt))
+        verdict = {name: read[name][n] == wanted[name] for name in JUDGED}
+        seen = f"{read['colour'][n]} {read['shape'][n]}, {read['position'][n]}"
+        judged[i] = replace(rows[i], judge=verdict, judge_read=seen)
+    return judged
+
+
 # ----- text output -------------------------------------------------------------------------------
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
@@ -302,7 +347,8 @@ def _seconds(value: float | None) -> str:
 
 def format_table(rows: Iterable[DemoRow]) -> str:
     header = (
-        f"{'task':<15} {'k':>1} {'gang':<27} {'steps':>5} {'model':<6} {'latency s':>9} {'CLIP':>6}  outcome"
+        f"{'task':<15} {'k':>1} {'gang':<27} {'steps':>5} {'model':<6} {'latency s':>9} {'CLIP':>6} "
+        f"{'judge':<8} outcome"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -310,17 +356,35 @@ def format_table(rows: Iterable[DemoRow]) -> str:
         clip = "-" if row.clip_score is None else f"{row.clip_score:.3f}"
         lines.append(
             f"{row.task_id:<15} {row.patches:>1} {','.join(row.gang) or '-':<27} {row.steps:>5} "
-            f"{model:<6} {_seconds(row.response_s):>9} {clip:>6}  {row.outcome}"
+            f"{model:<6} {_seconds(row.response_s):>9} {clip:>6} {verdict_word(row):<8} {row.outcome}"
             + (f" ({row.message})" if row.message else "")
         )
     return "\n".join(lines)
+
+
+def verdict_word(row: DemoRow) -> str:
+    """'match', the attributes the judge read otherwise (e.g. 'shape'), or '-' without an image."""
+    if row.matches is None:
+        return "-"
+    return "match" if row.matches else ",".join(name for name, ok in row.judge.items() if not ok)
+
+
+def judge_agreement(rows: Iterable[DemoRow]) -> str:
+    """'judge: 15/18 images show their prompt (colour 17, shape 16, position 18)'."""
+    judged = [row for row in rows if row.judge]
+    if not judged:
+        return "judge: no images"
+    per = ", ".join(f"{name} {sum(row.judge[name] for row in judged)}" for name in JUDGED)
+    matched = sum(bool(row.matches) for row in judged)
+    return f"judge: {matched}/{len(judged)} images show their prompt ({per})"
 
 
 def summary_line(report: DemoReport) -> str:
     by_gang = ", ".join(f"k{k} {s:.2f} s" for k, s in report.mean_latency_by_gang().items()) or "-"
     return (
         f"{report.count('completed')} completed, {report.failed} failed, {report.lost} lost of "
-        f"{len(report.rows)} in {report.wall_s:.1f} s wall; mean latency by gang size: {by_gang}"
+        f"{len(report.rows)} in {report.wall_s:.1f} s wall; mean latency by gang size: {by_gang}; "
+        + judge_agreement(report.rows)
     )
 
 
@@ -345,7 +409,7 @@ def write_plots(rows: list[DemoRow], plots_dir: Path) -> list[str]:
     paths = []
     for name, draw in (
         ("latency_by_gang.png", _plot_latency_by_gang),
-        ("clip_vs_steps.png", _plot_clip_vs_steps),
+        ("quality_vs_steps.png", _plot_quality_vs_steps),
         ("time_breakdown.png", _plot_time_breakdown),
     ):
         figure, axes = plt.subplots(figsize=(6.4, 4.0))
@@ -365,13 +429,25 @@ def _plot_latency_by_gang(axes, rows: list[DemoRow]) -> None:
     axes.set(title="Latency by gang size", xlabel="patches (gang size)", ylabel="response time (s)")
 
 
-def _plot_clip_vs_steps(axes, rows: list[DemoRow]) -> None:
+def _plot_quality_vs_steps(axes, rows: list[DemoRow]) -> None:
+    """Each image's CLIP score (dots by gang size), the mean per step count, and on a second axis the
+    share of images the judge reads as their prompt asks."""
     for k in sorted({row.patches for row in rows}):
         chosen = [row for row in rows if row.patches == k]
-        axes.scatter([r.steps for r in chosen], [r.clip_score for r in chosen], label=f"k={k}")
-    axes.set(title="CLIP score vs steps (random model: plumbing only)", xlabel="steps", ylabel="CLIP")
+        axes.scatter([r.steps for r in chosen], [r.clip_score for r in chosen], label=f"CLIP, k={k}", s=14)
+    steps = sorted({row.steps for row in rows})
+    at = {s: [row for row in rows if row.steps == s] for s in steps}
+    axes.plot(
+        steps, [statistics.fmean(r.clip_score or 0.0 for r in at[s]) for s in steps], "k-", label="mean CLIP"
+    )
+    axes.set(title="Quality vs steps, measured in this run", xlabel="steps", ylabel="CLIP score")
+    judged = axes.twinx()
+    share = [statistics.fmean(bool(r.matches) for r in at[s]) for s in steps]
+    judged.plot(steps, share, "g--o", label="judge: image shows prompt")
+    judged.set(ylabel="share judged right", ylim=(-0.05, 1.05))
     if rows:
-        axes.legend()
+        axes.legend(loc="lower right")
+        judged.legend(loc="center right")
 
 
 def _plot_time_breakdown(axes, rows: list[DemoRow]) -> None:
@@ -388,14 +464,27 @@ def _plot_time_breakdown(axes, rows: list[DemoRow]) -> None:
 
 def render_html(report: DemoReport) -> str:
     e = html.escape
-    cells = ("task", "prompt", "k", "gang", "steps", "model", "latency s", "CLIP", "outcome", "image")
+    cells = (
+        "task",
+        "prompt",
+        "k",
+        "gang",
+        "steps",
+        "model",
+        "latency s",
+        "CLIP",
+        "judge",
+        "outcome",
+        "image",
+    )
     head = "".join(f"<th>{c}</th>" for c in cells)
     body = "\n".join(_html_row(row) for row in report.rows)
     plots = "\n".join(f'<img src="{e(p)}" alt="{e(p)}">' for p in report.plots)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>EAT Serve demo</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}}img.thumb{{width:64px;height:64px}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px 8px}}img.thumb{{width:96px;height:96px;image-rendering:pixelated}}
+</style></head>
 <body><h1>EAT Serve demo</h1>
 <p><strong>{e(NOTE)}</strong></p>
 <p>{e(summary_line(report))}</p>
@@ -418,7 +507,8 @@ def _html_row(row: DemoRow) -> str:
     )
     outcome = row.outcome + (f": {row.message}" if row.message else "")
     values = (row.task_id, row.prompt, str(row.patches), ", ".join(row.gang), str(row.steps), model)
-    values += (_seconds(row.response_s), clip, outcome)
+    judge = "-" if row.matches is None else f"{verdict_word(row)} (read {row.judge_read})"
+    values += (_seconds(row.response_s), clip, judge, outcome)
     return "<tr>" + "".join(f"<td>{e(v)}</td>" for v in values) + f"<td>{image}</td></tr>"
 
 

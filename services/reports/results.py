@@ -22,17 +22,20 @@ from typing import Any
 
 from policy_models import paired
 from policy_models.bounds import setting_floors
-from policy_models.config import SimConfig, paper_config, paper_configs
+from policy_models.config import PAPER_SETTINGS, SimConfig, paper_config, paper_configs
 from policy_models.evaluation import (
     EvalRow,
     SettingKey,
     estimate,
+    evaluate,
     evaluate_policy,
+    make_setting,
     paired_gap,
     paper_settings,
 )
 from policy_models.paper_tables import PAPER_NAMES, TABLES, paper_value
 from policy_models.policies import make_policy
+from policy_models.profiles import PAPER_QUALITY, QUALITY_CURVES, REFERENCE, load_profile, quality_of_steps
 from policy_models.shipped import (
     CARD_JSON,
     CARD_MD,
@@ -313,6 +316,7 @@ def write_results(
     lines += shipped_sections(shipped, out)
     lines += latency_section(shipped, heuristics)
     lines += executor_section(out.parent / BENCH_DIR)
+    lines += tiny_world_section(out.parent / BENCH_DIR, seeds)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -677,6 +681,84 @@ def executor_section(bench_dir: Path) -> list[str]:
             "1024 px on CUDA (NCCL) and writes its reports here.",
         ]
     return [*lines, ""]
+
+
+QUALITY_JSON = "quality.json"  # docs/bench/: `eat bench quality --json`
+TINY_PROFILE_JSON = "tinyworld-profile.json"  # docs/bench/: `eat calibrate --out` on a live run's traces
+CALIBRATED_POLICIES = ("reuse", "shipped:eat")
+
+
+def tiny_world_section(bench_dir: Path, seeds: Sequence[int]) -> list[str]:
+    """The tiny world's measured quality curve beside the paper's, the profile calibrated from a live
+    run of it, and reuse and the shipped EAT scheduling on that profile."""
+    quality_path, profile_path = bench_dir / QUALITY_JSON, bench_dir / TINY_PROFILE_JSON
+    if not quality_path.is_file():
+        return []
+    curve = json.loads(quality_path.read_text())
+    lines = [
+        "## The tiny world: quality against steps, measured",
+        "",
+        f"`eat bench quality --json docs/bench/{QUALITY_JSON}`: the shipped tiny-world pipeline "
+        f"(docs/models.md) draws {curve['samples']} prompts of the `{curve['split']}` split at each step "
+        f"count (DDIM, guidance {curve['guidance_scale']:g}); the evaluator's CLIP scorer scores each "
+        "image with its prompt and the judge reads its colour, shape and position (chance "
+        + ", ".join(f"{name} {value:.2f}" for name, value in curve["chance"].items())
+        + "). The paper's curve is on real CLIP's scale (about 0.2-0.3), the tiny scorer's on its own.",
+        "",
+        "| steps | CLIP (tiny world) | judge colour | judge shape | judge position | paper's q(s) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, steps in enumerate(curve["steps"]):
+        judged = " | ".join(f"{curve['judge'][name][i]:.3f}" for name in ("color", "shape", "position"))
+        lines.append(f"| {steps} | {curve['clip'][i]:.3f} | {judged} | {quality_of_steps(steps):.3f} |")
+    lines += ["", f"Spearman correlation of CLIP score with steps: {curve['clip_spearman']:.2f}.", ""]
+    if profile_path.is_file():
+        lines += calibrated_section(profile_path, seeds)
+    return lines
+
+
+def calibrated_section(profile_path: Path, seeds: Sequence[int]) -> list[str]:
+    profile = load_profile(profile_path)
+    fitted = QUALITY_CURVES.get(profile.name)
+    sizes = [k for k in profile.patch_sizes if k in REFERENCE.step_s]
+    lines = [
+        f"### The profile calibrated from a live run (`{profile.name}`)",
+        "",
+        f"`eat calibrate` fitted `docs/bench/{TINY_PROFILE_JSON}` to the traces that the executors and the "
+        "evaluator wrote during a live `eat demo` run of the tiny world (real diffusers executors on "
+        "CPU, real CLIP scores). Step and load times beside the reference profile's:",
+        "",
+        "| gang size | step s | reference step s | init s | reference init s |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {k} | {profile.step_s[k]:.4f} | {REFERENCE.step_s[k]:.4f} | {profile.init_s[k]:.2f} | "
+            f"{REFERENCE.init_s[k]:.1f} |"
+            for k in sizes
+        ),
+        "",
+    ]
+    if fitted is not None:
+        lines += [
+            f"Fitted quality curve: q(s) = {fitted.a:.4f} ln s + {fitted.b:.4f} for {fitted.min_steps} <= s "
+            f"<= {fitted.flat_from} (the paper's: {PAPER_QUALITY.a:.4f} ln s + {PAPER_QUALITY.b:.4f}).",
+            "",
+        ]
+    if profile.notes:
+        lines += [f"Fit notes: {profile.notes}", ""]
+    # The paper's settings whose gang sizes the live run measured (its largest gang is its cluster).
+    setting = next((s for s in PAPER_SETTINGS if s[0] == max(profile.patch_sizes)), None)
+    if setting is None:
+        return lines
+    nodes, patches, rates = setting
+    configs = [make_setting(nodes, rate, "paper", profile.name, patches) for rate in rates]
+    rows = evaluate(CALIBRATED_POLICIES, configs, seeds)
+    lines += [
+        f"Scheduling on it: the paper's N={nodes} settings with this profile, {len(seeds)} seeds.",
+        "",
+        *metric_table(rows, "utility", "{:.3f}", configs),
+        "",
+    ]
+    return lines
 
 
 def latency_section(shipped: Sequence[ShippedPolicy], heuristics: Sequence[str]) -> list[str]:

@@ -1,5 +1,6 @@
-"""`eat demo`'s core on the real stack (RabbitMQ, gRPC, diffusers executors on the tiny model, the
-evaluator's CLIP), in a fresh vhost: every task ends with a real image, and the report files say so."""
+"""`eat demo`'s core on the real stack (RabbitMQ, gRPC, diffusers executors on the tiny world's trained
+pipeline, the evaluator's CLIP on its trained scorer), in a fresh vhost: every task ends with a real
+image that the judge reads, and the report files say so."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class _Sources(HTMLParser):
 
 def test_the_demo_runs_real_tasks_and_writes_a_report_with_every_image(amqp_url: str, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    settings = DemoSettings(out, amqp_url, tasks=TASKS, executors=EXECUTORS, max_steps=4)
+    settings = DemoSettings(out, amqp_url, tasks=TASKS, executors=EXECUTORS, step_sweep=(8, 3))
     lines: list[str] = []
     report = run_demo(settings, say=lines.append)
 
@@ -44,8 +45,9 @@ def test_the_demo_runs_real_tasks_and_writes_a_report_with_every_image(amqp_url:
     assert len(rows) == TASKS and len({row["task_id"] for row in rows}) == TASKS
     for row in rows:
         assert row["simulated"] is False  # a real diffusers run scored by the real evaluator
-        assert len(row["gang"]) == row["patches"] and 1 <= row["steps"] <= 4
+        assert len(row["gang"]) == row["patches"] and row["steps"] == (8, 3)[rows.index(row) % 2]
         assert row["response_s"] > 0 and isinstance(row["clip_score"], float)
+        assert set(row["judge"]) == {"colour", "shape", "position"} and row["judge_read"]
         with Image.open(out / row["image"]) as image:
             assert image.size == (RESOLUTION, RESOLUTION)
 
@@ -54,5 +56,5 @@ def test_the_demo_runs_real_tasks_and_writes_a_report_with_every_image(amqp_url:
     assert {row["image"] for row in rows} <= page.links
     assert set(data["plots"]) <= page.links and len(data["plots"]) == 3
     assert all((out / link).is_file() for link in page.links)
-    assert "random" in (out / "report.html").read_text()
+    assert "judge:" in (out / "report.html").read_text()
     assert any("stopped:" in line for line in lines)

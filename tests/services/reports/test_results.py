@@ -216,3 +216,31 @@ def test_a_suite_section_summarises_each_group_and_names_the_tuned_heuristic(tmp
     summary = next(line for line in lines if line.startswith("| reuse:hard |"))
     assert summary.count(",") == 2 and " / " in summary  # utility, SLO 1.0x / 1.5x, deadlines i / b
     assert "### hard N=8: 8 servers" in text and "| *best heuristic* |" in text
+
+
+def test_the_tiny_world_section_shows_measured_quality_and_schedules_on_a_calibrated_profile(
+    tmp_path: Path,
+) -> None:
+    from policy_models.profiles import QualityCurve, TimingProfile, profile_to_json
+    from services.reports.results import tiny_world_section
+
+    assert tiny_world_section(tmp_path, (1000, 1001)) == []
+    curve = {
+        "model": "m", "samples": 8, "split": "validation", "guidance_scale": 7.5, "steps": [1, 5, 20],
+        "clip": [0.4, 0.8, 0.9], "judge": {"color": [0.2, 0.9, 1.0], "shape": [0.25, 0.8, 0.9],
+        "position": [0.2, 0.9, 1.0]}, "chance": {"color": 1 / 6, "shape": 0.25, "position": 0.2},
+        "clip_spearman": 1.0,
+    }  # fmt: skip
+    (tmp_path / "quality.json").write_text(json.dumps(curve))
+    lines = tiny_world_section(tmp_path, (1000, 1001))
+    assert "| 1 | 0.400 | 0.200 | 0.250 | 0.200 | 0.000 |" in lines  # the paper gives no quality below 5
+    assert "| 5 | 0.800 | 0.900 | 0.800 | 0.900 | 0.124 |" in lines
+    assert not any("calibrated" in line for line in lines)
+
+    profile = TimingProfile("tw-test", {1: 0.05, 2: 0.04, 4: 0.03}, {1: 1.0, 2: 1.2, 4: 1.5})
+    record = profile_to_json(profile, QualityCurve(a=0.05, b=0.8, min_steps=5, flat_from=20))
+    (tmp_path / "tinyworld-profile.json").write_text(json.dumps(record))
+    lines = tiny_world_section(tmp_path, (1000, 1001))
+    assert any(line.startswith("### The profile calibrated from a live run (`tw-test`)") for line in lines)
+    assert "| 4 | 0.0300 | 0.1400 | 1.50 | 32.0 |" in lines
+    assert any(line.startswith("| reuse |") for line in lines)
