@@ -105,7 +105,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="train on all five of the paper's arrival rates for each node count (one cluster config each)",
     )
     p.add_argument("--mode", choices=["paper", "warm"], default="paper")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="reference")
+    p.add_argument("--profile", default="reference", help=f"{sorted(PROFILES)} or one in --profile-file")
+    p.add_argument("--profile-file", type=Path, help="a profile JSON (eat calibrate --out) to register first")
     p.add_argument("--steps", type=int, default=200_000, help="environment steps, summed over envs")
     p.add_argument("--envs", type=int, default=64, help="parallel environments per cluster config")
     p.add_argument("--seed", type=int, default=0)
@@ -212,6 +213,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from policy_models.checkpoints import CheckpointError
     from policy_models.learning.agents import checkpoint_algorithm
 
+    _register_profile_file(args, parser)
     algorithm = args.algo or (checkpoint_algorithm(args.resume) if args.resume else "eat")
     build = _ppo_run if algorithm == "ppo" else _sac_run
     run, settings = build(args, parser, algorithm)

@@ -128,6 +128,15 @@ def test_calibrate_fits_writes_compares_and_eval_runs_the_profile(
     assert main([*eval_argv, "--profile", NAME, "--profile-file", str(out)]) == 0
     assert f"profile {NAME}" in capsys.readouterr().out
 
+    train_argv = ["train", "--nodes", "4", "--steps", "64", "--envs", "2", "--warmup", "32"]
+    train_argv += ["--eval-every", "0"]
+    train_argv += ["--checkpoint-every", "0", "--preset", "cpu-fast", "--eval-seeds", "1", "--no-progress"]
+    train_argv += ["--out", str(tmp_path / "train"), "--profile", NAME, "--profile-file", str(out)]
+    assert main(train_argv) == 0
+    (final,) = (tmp_path / "train" / "checkpoints").glob("*/config.json")
+    config = json.loads(final.read_text())
+    assert NAME in json.dumps(config)  # the checkpoint says which profile it was trained on
+
 
 def test_too_little_data_fails_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_executor_traces(tmp_path, attempts_per_k=2, seed=3)
