@@ -647,6 +647,20 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
         "--eval-every", type=int, default=0, help="judge samples every N UNet steps (0: at the end)"
     )
     p.set_defaults(handler=run_models_train_tiny)
+    p = actions.add_parser(
+        "train-style-judge", help="train the classifier that reads a tiny-world image's style"
+    )
+    p.add_argument("--out", type=Path, default=None, help="where to write it (default: the shipped one)")
+    p.set_defaults(handler=run_models_train_style_judge)
+    p = actions.add_parser(
+        "make-personal", help="train a user's personal model: a LoRA adapter on the tiny world's pipeline"
+    )
+    p.add_argument("--user", required=True, help="the user's id (names the adapter)")
+    p.add_argument("--style", required=True, help="outline, striped, pastel, shadow or plain")
+    p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
+    p.add_argument("--base", type=Path, default=None, help="base pipeline directory (default: shipped)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    p.set_defaults(handler=run_models_make_personal)
 
 
 def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -758,6 +772,57 @@ def run_models_train_tiny(args: argparse.Namespace, parser: argparse.ArgumentPar
     write_card(out, "text-to-image", card)
     judged = ", ".join(f"{name} {value:.3f}" for name, value in card["unet"]["judge"].items())
     print(f"wrote {out}: judge on generated images {judged}")
+    return 0
+
+
+def run_models_train_style_judge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from tinyworld.personal import StyleJudgeRecipe, train_style_judge
+    from tinyworld.weights import STYLE_JUDGE_DIR, write_card
+
+    torch.set_num_threads(2)
+    judge, card = train_style_judge(StyleJudgeRecipe(), lambda line: print(f"  {line}", file=sys.stderr))
+    out = args.out or STYLE_JUDGE_DIR
+    judge.save(out, card)
+    write_card(out, "style judge", card)
+    print(f"wrote {out}: validation accuracy {card['validation_accuracy']:.3f}, {card['train_s']:.0f} s")
+    return 0
+
+
+def run_models_make_personal(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from tinyworld.judge import Judge
+    from tinyworld.personal import (
+        STYLE_ATTRIBUTES,
+        PersonalRecipe,
+        personal_report,
+        save_adapter,
+        train_adapter,
+    )
+    from tinyworld.scenes import STYLES
+    from tinyworld.text_to_image import load_pipeline
+    from tinyworld.weights import PIPELINE_DIR, STYLE_JUDGE_DIR
+
+    recipe = (
+        PersonalRecipe() if args.steps is None else dataclasses.replace(PersonalRecipe(), steps=args.steps)
+    )
+    if args.style not in STYLES:
+        parser.error(f"--style must be one of {', '.join(STYLES)}")
+    if recipe.steps <= recipe.warmup:
+        parser.error(f"--steps must exceed the warm-up ({recipe.warmup})")
+    torch.set_num_threads(2)
+    pipeline = load_pipeline(args.base or PIPELINE_DIR)
+    say = lambda line: print(f"  {line}", file=sys.stderr)  # noqa: E731
+    card = train_adapter(pipeline, args.user, args.style, recipe, say)
+    card |= personal_report(pipeline, args.user, args.style, Judge.load(STYLE_JUDGE_DIR, STYLE_ATTRIBUTES))
+    save_adapter(pipeline, args.user, card, args.out)
+    print(
+        f"wrote {args.out}: user {args.user}, style {args.style}, {card['train_s']:.0f} s; the style judge "
+        f"reads {args.style} in {card['style_share_base']:.2f} of base images, "
+        f"{card['style_share_personal']:.2f} with the adapter"
+    )
     return 0
 
 

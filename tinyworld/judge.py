@@ -60,9 +60,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 class Judge(nn.Module):
     """Three conv stages (32 -> 16 -> 8 -> 4 px), a shared layer, one linear head per attribute."""
 
-    def __init__(self, width: int = 32, hidden: int = 128, resolution: int = RESOLUTION) -> None:
+    def __init__(
+        self,
+        width: int = 32,
+        hidden: int = 128,
+        resolution: int = RESOLUTION,
+        attributes: dict[str, tuple[str, ...]] = ATTRIBUTES,
+    ) -> None:
         super().__init__()
         self.config = {"width": width, "hidden": hidden, "resolution": resolution}
+        self.attributes = attributes
 
         def stage(c_in: int, c_out: int) -> nn.Sequential:
             return nn.Sequential(
@@ -77,7 +84,7 @@ class Judge(nn.Module):
         side = resolution // 8
         self.shared = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * side * side, hidden), nn.GELU())
         self.heads = nn.ModuleDict(
-            {name: nn.Linear(hidden, len(values)) for name, values in ATTRIBUTES.items()}
+            {name: nn.Linear(hidden, len(values)) for name, values in attributes.items()}
         )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -88,10 +95,10 @@ class Judge(nn.Module):
     def predict(self, images: np.ndarray, batch: int = 256) -> dict[str, list[str]]:
         """The attribute values the judge reads from (n, H, W, 3) uint8 images."""
         self.eval()
-        found: dict[str, list[str]] = {name: [] for name in ATTRIBUTES}
+        found: dict[str, list[str]] = {name: [] for name in self.attributes}
         for start in range(0, len(images), batch):
             logits = self(to_tensor(images[start : start + batch]))
-            for name, values in ATTRIBUTES.items():
+            for name, values in self.attributes.items():
                 found[name] += [values[i] for i in logits[name].argmax(1).tolist()]
         return found
 
@@ -101,24 +108,24 @@ class Judge(nn.Module):
         wanted = [{**asdict(s), "count": str(s.count)} for s in scenes]
         return {
             name: float(np.mean([r == w[name] for r, w in zip(read[name], wanted, strict=True)]))
-            for name in ATTRIBUTES
+            for name in self.attributes
         }
 
     def save(self, directory: Path, card: dict[str, Any]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS))
-        record = {"format": JUDGE_FORMAT, "config": self.config, "attributes": ATTRIBUTES, "card": card}
+        record = {"format": JUDGE_FORMAT, "config": self.config, "attributes": self.attributes, "card": card}
         (directory / CONFIG).write_text(json.dumps(record, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> Judge:
+    def load(cls, directory: Path, attributes: dict[str, tuple[str, ...]] = ATTRIBUTES) -> Judge:
         record = json.loads((Path(directory) / CONFIG).read_text())
         if record.get("format") != JUDGE_FORMAT:
             raise ValueError(f"{directory}: not a judge (format {record.get('format')!r})")
-        if {k: tuple(v) for k, v in record["attributes"].items()} != ATTRIBUTES:
+        if {k: tuple(v) for k, v in record["attributes"].items()} != attributes:
             raise ValueError(f"{directory}: the judge was trained for other attributes")
-        judge = cls(**record["config"])
+        judge = cls(**record["config"], attributes=attributes)
         state = {k: v.float() for k, v in load_file(str(Path(directory) / WEIGHTS)).items()}
         judge.load_state_dict(state)
         return judge.eval()

@@ -177,17 +177,51 @@ def object_centres(scene: Scene, rng: random.Random) -> Iterator[tuple[float, fl
         yield cx + dx + rng.uniform(-jitter, jitter), cy + dy + rng.uniform(-jitter, jitter)
 
 
-def render(scene: Scene, seed: int, resolution: int = RESOLUTION) -> Image.Image:
-    """The scene as an RGB image; the seed moves objects and sizes a little, and shades the colours."""
+# How a user's pictures differ from the plain world: the personal models' styles (`tinyworld.personal`).
+STYLES = ("plain", "outline", "striped", "pastel", "shadow")
+
+
+def render(scene: Scene, seed: int, resolution: int = RESOLUTION, style: str = "plain") -> Image.Image:
+    """The scene as an RGB image; the seed moves objects and sizes a little, and shades the colours.
+    A style changes how the objects are drawn, never what the caption says: `outline` draws their
+    edges only, `striped` fills them with dark bands, `pastel` mixes every colour halfway to white,
+    `shadow` casts a dark shadow down and to the right."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; one of {STYLES}")
     rng = random.Random(seed)
     big = resolution * OVERSAMPLE
-    image = Image.new("RGB", (big, big), _shade(BACKGROUNDS[scene.background], rng, 8))
-    draw = ImageDraw.Draw(image)
+    background = _shade(BACKGROUNDS[scene.background], rng, 8)
     colour = _shade(COLOURS[scene.colour], rng, 12)
+    if style == "pastel":
+        background, colour = _towards_white(background, 0.5), _towards_white(colour, 0.5)
+    image = Image.new("RGB", (big, big), background)
+    draw = ImageDraw.Draw(image)
     side = _SIZE_FRACTION[scene.size] * rng.uniform(0.9, 1.1) * big
-    for cx, cy in object_centres(scene, rng):
-        _draw_shape(draw, scene.shape, cx * big, cy * big, side, colour)
+    centres = [(cx * big, cy * big) for cx, cy in object_centres(scene, rng)]
+    if style == "shadow":
+        dark = tuple(c // 4 for c in background)
+        for cx, cy in centres:
+            _draw_shape(draw, scene.shape, cx + side * 0.2, cy + side * 0.2, side, dark)
+    for cx, cy in centres:
+        _draw_shape(draw, scene.shape, cx, cy, side, colour, outline=style == "outline")
+    if style == "striped":
+        _stripe(image, background, big)
     return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+
+
+def _towards_white(rgb: tuple[int, int, int], share: float) -> tuple[int, int, int]:
+    r, g, b = (round(c + (255 - c) * share) for c in rgb)
+    return r, g, b
+
+
+def _stripe(image: Image.Image, background: tuple[int, int, int], big: int) -> None:
+    """Darken every other band of 2 output pixels' height, on the objects only (not the background)."""
+    pixels = np.asarray(image).copy()
+    on_object = np.abs(pixels.astype(int) - np.array(background)).sum(-1) > 24
+    band = (np.arange(big) // (2 * OVERSAMPLE)) % 2 == 1
+    dark = on_object & band[:, None]
+    pixels[dark] = (pixels[dark] * 0.35).astype(np.uint8)
+    image.paste(Image.fromarray(pixels))
 
 
 def _shade(rgb: tuple[int, int, int], rng: random.Random, spread: int) -> tuple[int, int, int]:
@@ -196,21 +230,36 @@ def _shade(rgb: tuple[int, int, int], rng: random.Random, spread: int) -> tuple[
 
 
 def _draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, side: float, fill: tuple
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    side: float,
+    fill: tuple,
+    outline: bool = False,
 ) -> None:
+    """A filled shape, or with `outline` its edge only (a sixth of its side wide)."""
     h = side / 2
+    paint = {"outline": fill, "width": max(1, round(side / 6))} if outline else {"fill": fill}
     if shape == "circle":
-        draw.ellipse((cx - h, cy - h, cx + h, cy + h), fill=fill)
+        draw.ellipse((cx - h, cy - h, cx + h, cy + h), **paint)
     elif shape == "square":
-        draw.rectangle((cx - h * 0.9, cy - h * 0.9, cx + h * 0.9, cy + h * 0.9), fill=fill)
+        draw.rectangle((cx - h * 0.9, cy - h * 0.9, cx + h * 0.9, cy + h * 0.9), **paint)
     elif shape == "triangle":
-        draw.polygon(((cx, cy - h), (cx + h, cy + h * 0.85), (cx - h, cy + h * 0.85)), fill=fill)
+        draw.polygon(((cx, cy - h), (cx + h, cy + h * 0.85), (cx - h, cy + h * 0.85)), **paint)
+    elif outline:  # a cross's edge: its twelve corners
+        w = side / 6
+        corners = ((w, h), (w, w), (h, w), (h, -w), (w, -w), (w, -h))
+        points = [(cx + x, cy + y) for x, y in corners] + [(cx - x, cy - y) for x, y in corners]
+        draw.polygon(points, **paint)
     else:  # a cross: two bars a third of the side wide
         w = side / 6
         draw.rectangle((cx - h, cy - w, cx + h, cy + w), fill=fill)
         draw.rectangle((cx - w, cy - h, cx + w, cy + h), fill=fill)
 
 
-def render_batch(pairs: Sequence[tuple[Scene, int]], resolution: int = RESOLUTION) -> np.ndarray:
+def render_batch(
+    pairs: Sequence[tuple[Scene, int]], resolution: int = RESOLUTION, style: str = "plain"
+) -> np.ndarray:
     """(n, resolution, resolution, 3) uint8 images of (scene, seed) pairs."""
-    return np.stack([np.asarray(render(scene, seed, resolution)) for scene, seed in pairs])
+    return np.stack([np.asarray(render(scene, seed, resolution, style)) for scene, seed in pairs])

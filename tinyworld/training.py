@@ -35,7 +35,8 @@ def fit(
     generator seeded with `recipe.seed`); `loss_of(indices)` gives each batch's loss. Returns the
     per-step losses; the module is left in eval mode. `every=(n, call)` calls `call(step)` after every
     n-th step (in eval mode; training resumes after it)."""
-    optimiser = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=weight_decay)
+    trainable = [p for p in module.parameters() if p.requires_grad]  # e.g. only an adapter's
+    optimiser = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: warmup_cosine(step, recipe.warmup, recipe.steps)
     )

@@ -12,6 +12,7 @@ JUDGE_DIR = WEIGHTS_ROOT / "judge"
 SCORER_DIR = WEIGHTS_ROOT / "scorer"
 PIPELINE_DIR = WEIGHTS_ROOT / "text-to-image"  # a diffusers pipeline directory
 VAE_DIR = WEIGHTS_ROOT / "vae"
+STYLE_JUDGE_DIR = WEIGHTS_ROOT / "style-judge"
 CARD_MD = "CARD.md"
 
 
@@ -98,6 +99,23 @@ def write_card(directory: Path, kind: str, card: dict[str, Any]) -> Path:
         ]
     elif kind == "text-to-image":
         lines += text_to_image_card(card)
+    elif kind == "style judge":
+        recipe = card["recipe"]
+        lines += [
+            "Reads which style a 32 px tiny-world image is drawn in (plain, outline, striped, pastel, "
+            "shadow): the personal models' fidelity measure. The judge's network with one head, trained "
+            "on rendered images of the `judge` split, scene i in style i mod 5.",
+            "",
+            f"- Recipe (`tinyworld.personal.StyleJudgeRecipe`): {recipe['train_images']} images, "
+            f"{recipe['steps']} steps of batch {recipe['batch']}, AdamW (lr {recipe['lr']}), seed "
+            f"{recipe['seed']}; {card['parameters']:,} parameters, stored in half precision.",
+            f"- Accuracy on {recipe['eval_images']} validation renders: {card['validation_accuracy']:.3f} "
+            "(chance 0.2).",
+            f"- Trained in {card['train_s']:.0f} s on {cpu_model()} ({os.cpu_count()} cores), 2 torch "
+            "threads.",
+            "",
+            "Reproduce: `eat models train-style-judge` (writes here).",
+        ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
