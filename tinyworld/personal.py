@@ -48,7 +48,7 @@ class PersonalRecipe:
     seed: int = 0
 
 
-def user_examples(user: str, style: str, n: int) -> list[tuple[Any, int]]:
+def user_examples(user: str, n: int) -> list[tuple[Any, int]]:
     """The user's example scenes: `n` scenes of the train split at an offset fixed by the user's name,
     so different users draw different examples."""
     offset = sum(user.encode()) * 1_000 % 20_000
@@ -68,7 +68,7 @@ def train_adapter(
         raise ValueError(f"unknown style {style!r}; one of {STYLES}")
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
-    pairs = user_examples(user, style, recipe.examples)
+    pairs = user_examples(user, recipe.examples)
     latents = encode_latents(pipeline.vae, to_tensor(render_batch(pairs, style=style)))
     latents = latents * pipeline.vae.config.scaling_factor
     states = encode(pipeline.text_encoder, pipeline.tokenizer, [scene.caption for scene, _ in pairs])
@@ -117,13 +117,19 @@ class AdapterBank:
 
     def __init__(self, pipeline: StableDiffusionPipeline) -> None:
         self.pipeline = pipeline
-        self.loaded: dict[str, Path] = {}
+        self.loaded: dict[str, Path | None] = {}  # user -> where the adapter came from
 
     def load(self, user: str, directory: Path) -> None:
         if user in self.loaded:
             return
         self.pipeline.load_lora_weights(str(directory), weight_name=ADAPTER_FILE, adapter_name=user)
         self.loaded[user] = directory
+
+    def adopt(self, user: str) -> None:
+        """Count an adapter already in the pipeline (trained in place) as loaded."""
+        if user not in self.pipeline.get_list_adapters().get("unet", []):
+            raise KeyError(f"the pipeline holds no adapter {user!r}")
+        self.loaded[user] = None
 
     def use(self, user: str | None) -> None:
         """Apply `user`'s adapter alone, or none (the base model) for None."""
@@ -211,7 +217,7 @@ def personal_report(
     pairs = split_scenes("validation", n)
     prompts, seeds = [scene.caption for scene, _ in pairs], [seed for _, seed in pairs]
     bank = AdapterBank(pipeline)
-    bank.loaded[user] = Path()  # trained in place: already loaded
+    bank.adopt(user)
     bank.use(None)
     base = style_share(style_judge, generate(pipeline, prompts, steps, seeds), style)
     bank.use(user)

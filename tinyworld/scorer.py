@@ -25,11 +25,10 @@ import numpy as np
 import open_clip
 import torch
 from safetensors.torch import save_file
-from torch.nn import functional as F
 
 from tinyworld.judge import to_tensor
 from tinyworld.scenes import COLOURS, POSITIONS, RESOLUTION, SHAPES, Scene, render_batch, split_scenes
-from tinyworld.training import card_basics, fit
+from tinyworld.training import card_basics, clip_loss, fit
 
 CONFIG_FILE, WEIGHTS_FILE = "open_clip_config.json", "open_clip_model.safetensors"
 CONTEXT_LENGTH = 24  # tokens; the longest caption has 16 with its start and end tokens
@@ -94,10 +93,7 @@ def contrastive_loss(model: open_clip.CLIP, images: torch.Tensor, tokens: torch.
     """CLIP's symmetric cross-entropy over the batch (pairs that share a caption count as matches)."""
     image_emb = model.encode_image(images, normalize=True)
     text_emb = model.encode_text(tokens, normalize=True)
-    logits = model.logit_scale.exp() * image_emb @ text_emb.T
-    same = (tokens[:, None, :] == tokens[None, :, :]).all(-1).float()
-    target = same / same.sum(1, keepdim=True)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T)) / 2
+    return clip_loss(image_emb, text_emb, model.logit_scale.exp(), tokens)
 
 
 def train_scorer(

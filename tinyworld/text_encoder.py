@@ -40,7 +40,7 @@ from tinyworld.scenes import (
     render_batch,
     split_scenes,
 )
-from tinyworld.training import card_basics, fit
+from tinyworld.training import card_basics, clip_loss, fit
 
 CONTEXT_LENGTH = 24  # tokens; the longest caption has 16 with its start and end tokens
 TEXT_CONFIG: dict[str, Any] = {
@@ -149,16 +149,6 @@ def image_features(clip: CLIPModel, pixels: torch.Tensor) -> torch.Tensor:
 
 def text_features(clip: CLIPModel, tokens: torch.Tensor) -> torch.Tensor:
     return F.normalize(clip.get_text_features(input_ids=tokens).pooler_output, dim=-1)
-
-
-def clip_loss(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor, tokens: torch.Tensor
-) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy on unit embeddings; pairs that share a caption count as matches."""
-    logits = scale * image_emb @ text_emb.T
-    same = (tokens[:, None, :] == tokens[None, :, :]).all(-1).float()
-    target = same / same.sum(1, keepdim=True)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T)) / 2
 
 
 def train_text_encoder(

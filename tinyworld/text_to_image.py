@@ -26,6 +26,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from services.executor.tiny import SCHEDULER_CONFIG as SD15_SCHEDULER_CONFIG
+from services.executor.tiny import assemble_pipeline
 from tinyworld.judge import Judge, to_tensor
 from tinyworld.scenes import RESOLUTION, Scene, render_batch, split_scenes
 from tinyworld.text_encoder import TEXT_CONFIG, TextEncoderRecipe, build_tokenizer, encode, train_text_encoder
@@ -86,16 +87,7 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, batch: int = 512) -
 def assemble(
     unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer
 ) -> StableDiffusionPipeline:
-    return StableDiffusionPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=unet.eval(),
-        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer, DDIMScheduler(**SCHEDULER_CONFIG))
 
 
 def train_unet(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 
@@ -72,3 +73,13 @@ def card_basics(recipe: Any, module: torch.nn.Module, losses: list[float], start
         "parameters": sum(p.numel() for p in module.parameters()),
         "train_s": time.perf_counter() - started,
     }
+
+
+def clip_loss(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor, tokens: torch.Tensor
+) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy on unit embeddings; pairs that share a caption count as matches."""
+    logits = scale * image_emb @ text_emb.T
+    same = (tokens[:, None, :] == tokens[None, :, :]).all(-1).float()
+    target = same / same.sum(1, keepdim=True)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T)) / 2

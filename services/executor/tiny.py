@@ -112,12 +112,23 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         torch.manual_seed(seed + 2)
         text_config = CLIPTextConfig(vocab_size=len(tokenizer), **TEXT_CONFIG)
         text_encoder = CLIPTextModel(text_config)
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer, DDIMScheduler(**SCHEDULER_CONFIG))
+
+
+def assemble_pipeline(
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    scheduler: Any,
+) -> StableDiffusionPipeline:
+    """A Stable Diffusion pipeline of these parts in eval mode, without SD's safety checker."""
     return StableDiffusionPipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         unet=unet.eval(),
-        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
+        scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
