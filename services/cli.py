@@ -663,6 +663,14 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_models_make_personal)
 
 
+def with_steps(recipe: Any, steps: int | None, parser: argparse.ArgumentParser, flag: str = "--steps") -> Any:
+    """A training recipe with `steps` instead of its own (None keeps them); they must exceed its warm-up."""
+    recipe = recipe if steps is None else dataclasses.replace(recipe, steps=steps)
+    if recipe.steps <= recipe.warmup:
+        parser.error(f"{flag} must exceed the warm-up ({recipe.warmup})")
+    return recipe
+
+
 def run_models_make_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from services.executor.tiny import make_tiny  # torch and diffusers load only for this command
 
@@ -701,9 +709,7 @@ def run_models_train_scorer(args: argparse.Namespace, parser: argparse.ArgumentP
     from tinyworld.scorer import ScorerRecipe, save_scorer, train_scorer
     from tinyworld.weights import SCORER_DIR, write_card
 
-    recipe = ScorerRecipe() if args.steps is None else dataclasses.replace(ScorerRecipe(), steps=args.steps)
-    if recipe.steps <= recipe.warmup:
-        parser.error(f"--steps must exceed the warm-up ({recipe.warmup})")
+    recipe = with_steps(ScorerRecipe(), args.steps, parser)
     torch.set_num_threads(2)
     model, card = train_scorer(recipe, progress=lambda line: print(f"  {line}", file=sys.stderr))
     out = args.out or SCORER_DIR
@@ -724,9 +730,7 @@ def run_models_train_vae(args: argparse.Namespace, parser: argparse.ArgumentPars
     from tinyworld.vae import VaeRecipe, save_vae, train_vae
     from tinyworld.weights import JUDGE_DIR, VAE_DIR, write_card
 
-    recipe = VaeRecipe() if args.steps is None else dataclasses.replace(VaeRecipe(), steps=args.steps)
-    if recipe.steps <= recipe.warmup:
-        parser.error(f"--steps must exceed the warm-up ({recipe.warmup})")
+    recipe = with_steps(VaeRecipe(), args.steps, parser)
     torch.set_num_threads(2)
     judge = Judge.load(JUDGE_DIR)
     vae, card = train_vae(recipe, judge, progress=lambda line: print(f"  {line}", file=sys.stderr))
@@ -745,15 +749,9 @@ def tiny_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> An
     from tinyworld.text_to_image import TinyRecipe, UnetRecipe
     from tinyworld.vae import VaeRecipe
 
-    def with_steps(recipe: Any, steps: int | None, flag: str) -> Any:
-        recipe = recipe if steps is None else dataclasses.replace(recipe, steps=steps)
-        if recipe.steps <= recipe.warmup:
-            parser.error(f"{flag} must exceed the warm-up ({recipe.warmup})")
-        return recipe
-
-    vae = None if args.reuse_vae else with_steps(VaeRecipe(), args.vae_steps, "--vae-steps")
-    text = with_steps(TextEncoderRecipe(), args.text_steps, "--text-steps")
-    return TinyRecipe(vae, text, with_steps(UnetRecipe(), args.unet_steps, "--unet-steps"))
+    vae = None if args.reuse_vae else with_steps(VaeRecipe(), args.vae_steps, parser, "--vae-steps")
+    text = with_steps(TextEncoderRecipe(), args.text_steps, parser, "--text-steps")
+    return TinyRecipe(vae, text, with_steps(UnetRecipe(), args.unet_steps, parser, "--unet-steps"))
 
 
 def run_models_train_tiny(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -805,13 +803,9 @@ def run_models_make_personal(args: argparse.Namespace, parser: argparse.Argument
     from tinyworld.text_to_image import load_pipeline
     from tinyworld.weights import PIPELINE_DIR, STYLE_JUDGE_DIR
 
-    recipe = (
-        PersonalRecipe() if args.steps is None else dataclasses.replace(PersonalRecipe(), steps=args.steps)
-    )
+    recipe = with_steps(PersonalRecipe(), args.steps, parser)
     if args.style not in STYLES:
         parser.error(f"--style must be one of {', '.join(STYLES)}")
-    if recipe.steps <= recipe.warmup:
-        parser.error(f"--steps must exceed the warm-up ({recipe.warmup})")
     torch.set_num_threads(2)
     pipeline = load_pipeline(args.base or PIPELINE_DIR)
     say = lambda line: print(f"  {line}", file=sys.stderr)  # noqa: E731
@@ -924,7 +918,7 @@ def _add_bench_quality(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=200, help="prompts (scenes of the split, seeded)")
     p.add_argument("--steps", default=",".join(map(str, QUALITY_STEPS)), help="comma-separated step counts")
     p.add_argument("--split", default="validation", choices=("validation", "test"), help="test: unseen pairs")
-    p.add_argument("--guidance", type=float, default=7.5, help="guidance scale (the executor's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the executor's)")
     p.add_argument("--json", type=Path, help="write the curve here")
     p.set_defaults(handler=run_bench_quality)
 
@@ -938,7 +932,7 @@ def run_bench_quality(args: argparse.Namespace, parser: argparse.ArgumentParser)
     from tinyworld.judge import Judge
     from tinyworld.quality import CHANCE, JUDGED, measure_quality
     from tinyworld.scorer import load_scorer
-    from tinyworld.text_to_image import load_pipeline
+    from tinyworld.text_to_image import GUIDANCE_SCALE, load_pipeline
     from tinyworld.weights import JUDGE_DIR, PIPELINE_DIR, SCORER_DIR
 
     try:
@@ -958,7 +952,7 @@ def run_bench_quality(args: argparse.Namespace, parser: argparse.ArgumentParser)
         args.samples,
         steps,
         args.split,
-        args.guidance,
+        GUIDANCE_SCALE if args.guidance is None else args.guidance,
         say,
     )
     chance = ", ".join(f"{name} {CHANCE[name]:.2f}" for name in JUDGED)

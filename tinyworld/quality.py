@@ -9,6 +9,7 @@ The judge and the scorer are separate models, and neither made the images.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from diffusers import StableDiffusionPipeline
 from tinyworld.judge import ATTRIBUTES, Judge
 from tinyworld.scenes import split_scenes
 from tinyworld.scorer import score_images
-from tinyworld.text_to_image import generate
+from tinyworld.text_to_image import GUIDANCE_SCALE, generate
 
 STEP_COUNTS = (1, 2, 3, 5, 8, 12, 20, 30)
 JUDGED = ("color", "shape", "position")  # the bench's names; the judge calls colour "colour"
@@ -85,11 +86,9 @@ def measure_quality(
     samples: int = 200,
     steps: Sequence[int] = STEP_COUNTS,
     split: str = "validation",
-    guidance_scale: float = 7.5,
+    guidance_scale: float = GUIDANCE_SCALE,
     progress: Callable[[str], None] | None = None,
 ) -> QualityCurve:
-    import time
-
     pairs = split_scenes(split, samples)  # type: ignore[arg-type]
     scenes = [scene for scene, _ in pairs]
     prompts = [scene.caption for scene in scenes]

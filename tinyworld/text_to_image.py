@@ -25,6 +25,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from services.executor.diffusers_runner import GUIDANCE_SCALE  # images as the executors make them
 from services.executor.tiny import SCHEDULER_CONFIG as SD15_SCHEDULER_CONFIG
 from services.executor.tiny import assemble_pipeline
 from tinyworld.judge import Judge, to_tensor
@@ -38,7 +39,6 @@ LATENT_SIZE = RESOLUTION // 2
 # whatever the step count. With SD's leading spacing a 1-step image starts at t = 1 and image quality
 # peaks near 12 steps and then falls a little; with trailing spacing it rises with every step count.
 SCHEDULER_CONFIG: dict[str, Any] = {**SD15_SCHEDULER_CONFIG, "timestep_spacing": "trailing"}
-GUIDANCE_SCALE = 7.5  # the executor's, SD's default
 UNET_CONFIG: dict[str, Any] = {
     "sample_size": LATENT_SIZE,
     "in_channels": 4,
