@@ -26,7 +26,7 @@ from eat.v1 import cluster_pb2 as eat_dot_v1_dot_cluster__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x61t/v1/policy_service.proto\x12\x06\x65\x61t.v1\x1a\x14\x65\x61t/v1/cluster.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x08snapshot\x18\x02 \x01(\x0b\x32\x17.eat.v1.ClusterSnapshot\"\xad\x01\n\x0e\x44\x65\x63ideResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xecute\x18\x02 \x01(\x08\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x05 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x03\x12\x13\n\x0bpolicy_name\x18\x07 \x01(\t\x12\x19\n\x11\x64\x65\x63ide_latency_us\x18\x08 \x01(\x03\"\x13\n\x11GetVersionRequest\"\xa9\x01\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x04 \x01(\t\x12\x18\n\x10obs_spec_version\x18\x05 \x01(\r\x12-\n\tloaded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x88\x01\n\rPolicyService\x12\x37\n\x06\x44\x65\x63ide\x12\x15.eat.v1.DecideRequest\x1a\x16.eat.v1.DecideResponse\x12>\n\nGetVersion\x12\x19.eat.v1.GetVersionRequest\x1a\x15.eat.v1.PolicyVersionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x61t/v1/policy_service.proto\x12\x06\x65\x61t.v1\x1a\x14\x65\x61t/v1/cluster.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x08snapshot\x18\x02 \x01(\x0b\x32\x17.eat.v1.ClusterSnapshot\"\xad\x01\n\x0e\x44\x65\x63ideResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xecute\x18\x02 \x01(\x08\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x05 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x03\x12\x13\n\x0bpolicy_name\x18\x07 \x01(\t\x12\x19\n\x11\x64\x65\x63ide_latency_us\x18\x08 \x01(\x03\"\x13\n\x11GetVersionRequest\"\xa9\x01\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x04 \x01(\t\x12\x18\n\x10obs_spec_version\x18\x05 \x01(\r\x12-\n\tloaded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x0bOffloadUser\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0elatency_weight\x18\x02 \x01(\x01\x12\x1a\n\x12\x64\x65vice_steps_per_s\x18\x03 \x01(\x01\"8\n\rOffloadServer\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x02 \x01(\x01\"\xa7\x01\n\x0eOffloadRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\"\n\x05users\x18\x02 \x03(\x0b\x32\x13.eat.v1.OffloadUser\x12&\n\x07servers\x18\x03 \x03(\x0b\x32\x15.eat.v1.OffloadServer\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x13\n\x0bpolicy_name\x18\x05 \x01(\t\x12\x11\n\tmax_batch\x18\x06 \x01(\r\"d\n\x10OffloadPlacement\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x05local\x18\x02 \x01(\x08H\x00\x12%\n\x04\x65\x64ge\x18\x03 \x01(\x0b\x32\x15.eat.v1.EdgePlacementH\x00\x42\x07\n\x05place\"K\n\rEdgePlacement\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61tch_index\x18\x02 \x01(\r\x12\x12\n\nsplit_step\x18\x03 \x01(\r\"4\n\x0cOffloadBatch\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x12\n\nsplit_step\x18\x02 \x01(\r\"I\n\rServerBatches\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12%\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x14.eat.v1.OffloadBatch\"\xef\x01\n\x0bOffloadPlan\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\nplacements\x18\x02 \x03(\x0b\x32\x18.eat.v1.OffloadPlacement\x12&\n\x07servers\x18\x03 \x03(\x0b\x32\x15.eat.v1.ServerBatches\x12\x13\n\x0bpolicy_name\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x63ide_latency_us\x18\x06 \x01(\x03\x12.\n\ndecided_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xc6\x01\n\rPolicyService\x12\x37\n\x06\x44\x65\x63ide\x12\x15.eat.v1.DecideRequest\x1a\x16.eat.v1.DecideResponse\x12>\n\nGetVersion\x12\x19.eat.v1.GetVersionRequest\x1a\x15.eat.v1.PolicyVersion\x12<\n\rDecideOffload\x12\x16.eat.v1.OffloadRequest\x1a\x13.eat.v1.OffloadPlanb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETVERSIONREQUEST']._serialized_end=369
   _globals['_POLICYVERSION']._serialized_start=372
   _globals['_POLICYVERSION']._serialized_end=541
-  _globals['_POLICYSERVICE']._serialized_start=544
-  _globals['_POLICYSERVICE']._serialized_end=680
+  _globals['_OFFLOADUSER']._serialized_start=543
+  _globals['_OFFLOADUSER']._serialized_end=625
+  _globals['_OFFLOADSERVER']._serialized_start=627
+  _globals['_OFFLOADSERVER']._serialized_end=683
+  _globals['_OFFLOADREQUEST']._serialized_start=686
+  _globals['_OFFLOADREQUEST']._serialized_end=853
+  _globals['_OFFLOADPLACEMENT']._serialized_start=855
+  _globals['_OFFLOADPLACEMENT']._serialized_end=955
+  _globals['_EDGEPLACEMENT']._serialized_start=957
+  _globals['_EDGEPLACEMENT']._serialized_end=1032
+  _globals['_OFFLOADBATCH']._serialized_start=1034
+  _globals['_OFFLOADBATCH']._serialized_end=1086
+  _globals['_SERVERBATCHES']._serialized_start=1088
+  _globals['_SERVERBATCHES']._serialized_end=1161
+  _globals['_OFFLOADPLAN']._serialized_start=1164
+  _globals['_OFFLOADPLAN']._serialized_end=1403
+  _globals['_POLICYSERVICE']._serialized_start=1406
+  _globals['_POLICYSERVICE']._serialized_end=1604
 # @@protoc_insertion_point(module_scope)

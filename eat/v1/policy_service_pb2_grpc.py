@@ -45,6 +45,11 @@ class PolicyServiceStub:
                 request_serializer=eat_dot_v1_dot_policy__service__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=eat_dot_v1_dot_policy__service__pb2.PolicyVersion.FromString,
                 _registered_method=True)
+        self.DecideOffload = channel.unary_unary(
+                '/eat.v1.PolicyService/DecideOffload',
+                request_serializer=eat_dot_v1_dot_policy__service__pb2.OffloadRequest.SerializeToString,
+                response_deserializer=eat_dot_v1_dot_policy__service__pb2.OffloadPlan.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -65,6 +70,14 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecideOffload(self, request, context):
+        """Decide one offloading round of personalised diffusion requests: which users run on their own
+        device, and how each edge server batches the rest (members, run order, split step).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.GetVersion,
                     request_deserializer=eat_dot_v1_dot_policy__service__pb2.GetVersionRequest.FromString,
                     response_serializer=eat_dot_v1_dot_policy__service__pb2.PolicyVersion.SerializeToString,
+            ),
+            'DecideOffload': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideOffload,
+                    request_deserializer=eat_dot_v1_dot_policy__service__pb2.OffloadRequest.FromString,
+                    response_serializer=eat_dot_v1_dot_policy__service__pb2.OffloadPlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class PolicyService:
             '/eat.v1.PolicyService/GetVersion',
             eat_dot_v1_dot_policy__service__pb2.GetVersionRequest.SerializeToString,
             eat_dot_v1_dot_policy__service__pb2.PolicyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideOffload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eat.v1.PolicyService/DecideOffload',
+            eat_dot_v1_dot_policy__service__pb2.OffloadRequest.SerializeToString,
+            eat_dot_v1_dot_policy__service__pb2.OffloadPlan.FromString,
             options,
             channel_credentials,
             insecure,

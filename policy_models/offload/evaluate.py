@@ -23,6 +23,7 @@ from policy_models.offload.model import (
     AccuracyCurve,
     Instance,
     OffloadConfig,
+    default_config,
     default_curve,
     fit_batch_beta,
     make_instance,
@@ -40,7 +41,7 @@ OPTIMAL_MAX_USERS = 8  # the exact optimum takes about a second per instance at 
 
 def instance_config(config: OffloadConfig | None, batch_speedup: Mapping[int, float] | None) -> OffloadConfig:
     """The instance configuration, with beta fitted from a measured speedup table when given."""
-    config = config or OffloadConfig()
+    config = config or default_config()
     return replace(config, beta=fit_batch_beta(batch_speedup)) if batch_speedup else config
 
 
@@ -137,7 +138,7 @@ def optimality_gap(
     half-width, the largest gap, and the relative gap of the means."""
     seeds = list(seeds)
     curve = curve or default_curve()
-    config = config or OffloadConfig()
+    config = config or default_config()
     chosen = make_policy(policy, weights_dir)
     rows = []
     for n in users:
@@ -181,7 +182,7 @@ def decision_ms(
     """Wall time to decide one round (placement and splits), one instance at a time, in the calling
     thread (set torch/BLAS threads to 1 for a one-core figure): median, 95th percentile and max."""
     curve = curve or default_curve()
-    config = config or OffloadConfig()
+    config = config or default_config()
     chosen = make_policy(policy, weights_dir)
     instances = instances_of(users, servers, seeds, curve, config)
     chosen.solve(instances[0])  # warm caches

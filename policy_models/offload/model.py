@@ -117,6 +117,14 @@ def default_curve() -> AccuracyCurve:
     return curve_from_measurement(provisional_measurement())
 
 
+def measured_speedup(path: Path | str = DEFAULT_CURVE_PATH) -> dict[int, float] | None:
+    """The batch-speedup table measured with the curve (`eat bench hybrid` writes both), if any."""
+    if not Path(path).exists():
+        return None
+    table = json.loads(Path(path).read_text()).get("batch_speedup")
+    return {int(k): float(v) for k, v in table.items()} if table else None
+
+
 def fit_batch_beta(speedups: Mapping[int, float] | None) -> float:
     """beta of t(b) = t(1) (1 + beta (b - 1)) from a table {b: speedup(b) = b t(1) / t(b)}, by least
     squares on t(b)/t(1) - 1 = beta (b - 1), clipped to [0, 1]. None: the default until measured."""
@@ -150,6 +158,11 @@ class OffloadConfig:
     adapter_load_s: float = 1.0  # server seconds to load and apply one user's adapter (availability 1)
     max_batch: int = 8
     beta: float = DEFAULT_BETA
+
+
+def default_config() -> OffloadConfig:
+    """The instance configuration with beta fitted to the measured batch speedup, where measured."""
+    return OffloadConfig(beta=fit_batch_beta(measured_speedup()))
 
 
 def _frozen(values: np.ndarray) -> np.ndarray:
@@ -218,11 +231,12 @@ def make_instance(
     n_users: int,
     n_servers: int,
     curve: AccuracyCurve | None = None,
-    config: OffloadConfig = OffloadConfig(),
+    config: OffloadConfig | None = None,
 ) -> Instance:
     """The instance of (seed, N, K): the same arguments always give the same instance."""
     rng = np.random.default_rng([seed, n_users, n_servers])
     curve = curve or default_curve()
+    config = config or default_config()
     return Instance(
         latency_weight=_frozen(log_uniform(rng, config.latency_weight, n_users)),
         device_speed=_frozen(log_uniform(rng, config.device_speed, n_users)),

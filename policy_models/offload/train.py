@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from policy_models.offload.env import OffloadEnvs, SplitMode
-from policy_models.offload.model import AccuracyCurve, OffloadConfig, default_curve, make_instance
+from policy_models.offload.model import (
+    AccuracyCurve,
+    OffloadConfig,
+    default_config,
+    default_curve,
+    make_instance,
+)
 from policy_models.offload.net import WEIGHTS_DIR, NumpyScorer, Scorer, ScorerConfig, save_scorer
 from policy_models.offload.policies import NetworkPolicy
 
@@ -107,7 +113,7 @@ def train(
     rng = np.random.default_rng(recipe.seed)
     mode: SplitMode = MODE_OF[policy]  # type: ignore[assignment]
     curve = curve or default_curve()
-    config = config or OffloadConfig()
+    config = config or default_config()
     scorer = Scorer(ScorerConfig(mode=mode))
     optimiser = torch.optim.Adam(scorer.parameters(), lr=recipe.learning_rate)
     start = time.monotonic()

@@ -1,4 +1,5 @@
-"""The synchronous policy client the aggregator uses: Decide, version and health over one channel.
+"""The synchronous policy client the aggregator uses: Decide, DecideOffload, version and health over one
+channel.
 
 Every call carries a deadline (`timeout_s`) and never waits for a server that is down: it fails fast
 with `PolicyUnavailable`, and the caller falls back as it sees fit. The channel reconnects on its own
@@ -18,6 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from eat.v1 import policy_service_pb2, policy_service_pb2_grpc
 from policy_models.live import Decision, Snapshot
 from services.common.convert import decision_from_proto, epoch_s, snapshot_to_proto
+from services.policy_server.offload import plan_from_proto, round_to_proto
+from services.policy_server.offload_core import OffloadRound, RoundPlan
 
 R = TypeVar("R", bound=Message)
 SERVICE_NAME = policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
@@ -44,6 +47,17 @@ class PolicyReply:
     version: int
     policy_name: str
     server_latency_us: int
+
+
+@dataclass(frozen=True)
+class OffloadReply:
+    """A decided offloading round (eat.v1.OffloadPlan as plain data)."""
+
+    plan: RoundPlan
+    policy_name: str
+    policy_version: str  # "sha256:..." of a learned policy's weights; empty for a rule
+    server_latency_us: int
+    decided_at: float  # epoch seconds
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,22 @@ class PolicyClient:
             server_latency_us=response.decide_latency_us,
         )
 
+    def decide_offload(
+        self, offload_round: OffloadRound, request_id: str = "", timeout_s: float | None = None
+    ) -> OffloadReply:
+        """The plan of an offloading round; raises PolicyUnavailable (INVALID_ARGUMENT names the bad
+        field). `timeout_s` overrides the client's deadline: large rounds and the exact optimum take
+        longer than a Decide."""
+        request = round_to_proto(offload_round, request_id)
+        message = self._call("DecideOffload", self._policy.DecideOffload, request, timeout_s)
+        return OffloadReply(
+            plan=plan_from_proto(message),
+            policy_name=message.policy_name,
+            policy_version=message.policy_version,
+            server_latency_us=message.decide_latency_us,
+            decided_at=epoch_s(message.decided_at),
+        )
+
     def version(self) -> PolicyVersionInfo:
         """Which policy is serving; raises PolicyUnavailable."""
         message = self._call("GetVersion", self._policy.GetVersion, policy_service_pb2.GetVersionRequest())
@@ -112,11 +142,13 @@ class PolicyClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, rpc: Callable[..., R], request: Message) -> R:
+    def _call(
+        self, method: str, rpc: Callable[..., R], request: Message, timeout_s: float | None = None
+    ) -> R:
         # wait_for_ready stays off: a server that is down fails the call at once instead of holding it
         # until the deadline.
         try:
-            return rpc(request, timeout=self.timeout_s)
+            return rpc(request, timeout=self.timeout_s if timeout_s is None else timeout_s)
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else None
             details = err.details() if isinstance(err, grpc.Call) else str(err)

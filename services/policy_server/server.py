@@ -2,8 +2,11 @@
 the hot-swap listener on `eat.policy.updates`.
 
 Threads: grpc.aio runs every handler on one event loop thread, so Decide calls the (not thread-safe)
-policy directly, one decision at a time. The update listener is a `Bus` running in its own thread: it
-loads a new checkpoint there, off the event loop, and swaps it in with one reference assignment.
+policy directly, one decision at a time. DecideOffload rounds run in worker threads instead: a round
+of tens of users takes milliseconds to seconds (the exact optimum), which must not hold up the event
+loop that answers Decide; the offloading planner keeps no state between rounds. The update listener
+is a `Bus` running in its own thread: it loads a new checkpoint there, off the event loop, and swaps
+it in with one reference assignment.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from services.policy_server.core import (
     load_initial,
     load_update,
 )
+from services.policy_server.offload import plan_to_proto, round_from_proto
+from services.policy_server.offload_core import InvalidOffloadRound, OffloadPlanner
 from services.policy_server.settings import PolicySettings
 
 SERVICE_NAME = policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
@@ -63,8 +68,9 @@ class PolicyHolder:
 class PolicyServicer(policy_service_pb2_grpc.PolicyServiceServicer):
     """eat.v1.PolicyService on the serving policy; bad input is INVALID_ARGUMENT, never a crash."""
 
-    def __init__(self, holder: PolicyHolder) -> None:
+    def __init__(self, holder: PolicyHolder, planner: OffloadPlanner) -> None:
         self._holder = holder
+        self._planner = planner
         self._torch_pinned = False
 
     async def Decide(
@@ -103,6 +109,23 @@ class PolicyServicer(policy_service_pb2_grpc.PolicyServiceServicer):
             obs_spec_version=serving.obs_spec_version,
             loaded_at=timestamp(serving.loaded_at),
         )
+
+    async def DecideOffload(
+        self, request: policy_service_pb2.OffloadRequest, context: grpc.aio.ServicerContext
+    ) -> policy_service_pb2.OffloadPlan:
+        started = time.perf_counter()
+        try:
+            decision = await asyncio.to_thread(self._planner.decide, round_from_proto(request))
+        except InvalidOffloadRound as err:
+            metrics.OFFLOAD_INVALID_REQUESTS.inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except Exception as err:
+            log.exception("offloading policy failed to decide", request_id=request.request_id)
+            await context.abort(grpc.StatusCode.INTERNAL, f"offloading policy failed: {err!r}")
+        elapsed_s = time.perf_counter() - started
+        metrics.OFFLOAD_ROUNDS.labels(decision.policy_name).inc()
+        metrics.OFFLOAD_SECONDS.observe(elapsed_s)
+        return plan_to_proto(decision, request.request_id, round(elapsed_s * 1e6))
 
     def _pin_torch_threads(self, serving: ServingPolicy) -> None:
         # torch's thread count is per OS thread: pin it on the thread that runs the networks (this
@@ -177,22 +200,26 @@ class UpdateListener:
 
 # ----- the server ------------------------------------------------------------------------------------
 class PolicyServer:
-    """The whole service in process: load the policy, then serve gRPC and listen for updates."""
+    """The whole service in process: load the policies, then serve gRPC and listen for updates."""
 
     def __init__(self, settings: PolicySettings) -> None:
         self.settings = settings
         self.port = 0
         self.holder: PolicyHolder | None = None
+        self.planner: OffloadPlanner | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._listener: UpdateListener | None = None
 
     async def start(self) -> int:
-        """Load the policy (in a worker thread), start serving; returns the bound port."""
+        """Load the policy and the offloading policies (in a worker thread), start serving; returns the
+        bound port."""
         serving = await asyncio.to_thread(load_initial, self.settings)
-        self.holder = PolicyHolder(serving)
+        planner = await asyncio.to_thread(OffloadPlanner.load, self.settings.offload_policy)
+        self.holder, self.planner = PolicyHolder(serving), planner
         server = grpc.aio.server()
-        policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(self.holder), server)
+        servicer = PolicyServicer(self.holder, planner)
+        policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(REFLECTED_SERVICES, server)
         self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
@@ -205,7 +232,13 @@ class PolicyServer:
         if self.settings.hot_swap:
             self._listener = UpdateListener(self.settings, self.holder)
             self._listener.start()
-        log.info("serving", port=self.port, policy=serving.name, version=serving.version)
+        log.info(
+            "serving",
+            port=self.port,
+            policy=serving.name,
+            version=serving.version,
+            offload_policy=planner.default_policy,
+        )
         return self.port
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy_models.obs import MAX_MODELS
+from policy_models.offload.policies import POLICY_NAMES as OFFLOAD_POLICY_NAMES
 from policy_models.policies import is_known_policy
 from policy_models.profiles import get_profile
 from services.common.settings import ServiceSettings, SettingsError, env_name
@@ -25,6 +26,8 @@ class PolicySettings(ServiceSettings):
     # Consume eat.policy.updates for hot swaps. Off for servers that must not take updates meant for
     # another instance (tests sharing one broker).
     hot_swap: bool = True
+    # The offloading policy (policy_models.offload) that decides DecideOffload rounds naming none.
+    offload_policy: str = "drl-convex"
 
     def validate(self) -> None:
         super().validate()
@@ -32,6 +35,11 @@ class PolicySettings(ServiceSettings):
             raise SettingsError(f"{env_name('grpc_port')} must be in 0..65535, got {self.grpc_port}")
         if not is_known_policy(self.policy):
             raise SettingsError(f"{env_name('policy')}: unknown policy {self.policy!r}")
+        if self.offload_policy not in OFFLOAD_POLICY_NAMES:
+            raise SettingsError(
+                f"{env_name('offload_policy')}: unknown offloading policy {self.offload_policy!r}; "
+                f"known: {', '.join(OFFLOAD_POLICY_NAMES)}"
+            )
         if self.nodes < 1:
             raise SettingsError(f"{env_name('nodes')} must be >= 1, got {self.nodes}")
         if not self.models or len(self.models) > MAX_MODELS or len(set(self.models)) != len(self.models):

@@ -230,13 +230,15 @@ def test_other_messages_construct():
 def test_policy_service_methods():
     service = policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"]
     methods = {m.name: m for m in service.methods}
-    assert set(methods) == {"Decide", "GetVersion"}
+    assert set(methods) == {"Decide", "GetVersion", "DecideOffload"}
     assert methods["Decide"].input_type.full_name == "eat.v1.DecideRequest"
+    assert methods["DecideOffload"].input_type.full_name == "eat.v1.OffloadRequest"
+    assert methods["DecideOffload"].output_type.full_name == "eat.v1.OffloadPlan"
     assert methods["Decide"].output_type.full_name == "eat.v1.DecideResponse"
     assert methods["GetVersion"].input_type.full_name == "eat.v1.GetVersionRequest"
     assert methods["GetVersion"].output_type.full_name == "eat.v1.PolicyVersion"
     servicer = policy_service_pb2_grpc.PolicyServiceServicer
-    assert callable(servicer.Decide) and callable(servicer.GetVersion)
+    assert callable(servicer.Decide) and callable(servicer.GetVersion) and callable(servicer.DecideOffload)
     assert callable(policy_service_pb2_grpc.add_PolicyServiceServicer_to_server)
     stub_src = Path(policy_service_pb2_grpc.__file__).read_text()
     assert "/eat.v1.PolicyService/Decide" in stub_src

@@ -17,11 +17,14 @@ def test_settings_are_read_from_the_environment() -> None:
         "EAT_MODELS_PER_SERVER": "3",
         "EAT_SEED": "7",
         "EAT_HOT_SWAP": "0",
+        "EAT_OFFLOAD_POLICY": "greedy-social",
     }
     settings = PolicySettings.from_env(env)
     assert (settings.grpc_port, settings.policy, settings.nodes) == (6000, "checkpoint:/runs/eat-n8", 8)
     assert (settings.models, settings.models_per_server, settings.seed) == (("sd-v1-4", "sd-v2-1"), 3, 7)
     assert not settings.hot_swap and settings.grpc_host == "0.0.0.0" and settings.profile == "reference"
+    assert settings.offload_policy == "greedy-social"
+    assert PolicySettings.from_env({}).offload_policy == "drl-convex"
     assert PolicySettings.from_env(settings.to_env()) == settings
 
 
@@ -29,6 +32,7 @@ def test_settings_are_read_from_the_environment() -> None:
     ("name", "value", "message"),
     [
         ("EAT_POLICY", "no-such-policy", "unknown policy"),
+        ("EAT_OFFLOAD_POLICY", "eat", "EAT_OFFLOAD_POLICY: unknown offloading policy 'eat'"),
         ("EAT_NODES", "0", "EAT_NODES must be >= 1"),
         ("EAT_MODELS", "a,a", "distinct"),
         ("EAT_MODELS_PER_SERVER", "0", "EAT_MODELS_PER_SERVER"),
