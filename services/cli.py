@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_pipeline(bench)
     _add_bench_executor(bench)
     _add_bench_quality(bench)
+    _add_bench_hybrid(bench)
     return parser
 
 
@@ -777,10 +778,12 @@ def run_models_train_style_judge(args: argparse.Namespace, parser: argparse.Argu
     import torch
 
     from tinyworld.personal import StyleJudgeRecipe, train_style_judge
-    from tinyworld.weights import STYLE_JUDGE_DIR, write_card
+    from tinyworld.text_to_image import load_pipeline
+    from tinyworld.weights import PIPELINE_DIR, STYLE_JUDGE_DIR, write_card
 
     torch.set_num_threads(2)
-    judge, card = train_style_judge(StyleJudgeRecipe(), lambda line: print(f"  {line}", file=sys.stderr))
+    vae = load_pipeline(PIPELINE_DIR).vae
+    judge, card = train_style_judge(StyleJudgeRecipe(), vae, lambda line: print(f"  {line}", file=sys.stderr))
     out = args.out or STYLE_JUDGE_DIR
     judge.save(out, card)
     write_card(out, "style judge", card)
@@ -966,6 +969,65 @@ def run_bench_quality(args: argparse.Namespace, parser: argparse.ArgumentParser)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(curve.to_json(), indent=2) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _add_bench_hybrid(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "hybrid",
+        help="split-point inference: batch speedup, accuracy vs split point, offloading policies compared",
+    )
+    p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--plots", type=Path, help="write the split-curve and utility plots into this folder")
+    p.add_argument(
+        "--measured",
+        type=Path,
+        help="take the batch speedup and split curve from this earlier report instead of measuring",
+    )
+    p.add_argument(
+        "--save-curve",
+        type=Path,
+        help="also write the measured curve and speedup where the scheduler reads them "
+        "(policy_models/offload/split_curve.json)",
+    )
+    p.add_argument("--samples", type=int, default=60, help="prompts per user and split point (default 60)")
+    p.add_argument("--seeds", type=int, default=40, help="simulator seeds per size, from 1000 (default 40)")
+    p.add_argument("--users", default="8,16,32,64", help="comma-separated user counts")
+    p.add_argument("--servers", default="1,2,4,8", help="comma-separated edge server counts")
+    p.add_argument(
+        "--measure-only", action="store_true", help="measure speedup and curve, skip the simulator"
+    )
+    p.set_defaults(handler=run_bench_hybrid)
+
+
+def run_bench_hybrid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from services.bench import hybrid
+
+    try:
+        users = [int(part) for part in args.users.split(",")]
+        servers = [int(part) for part in args.servers.split(",")]
+    except ValueError:
+        parser.error("--users and --servers want comma-separated integers")
+    if min(users) < 1 or min(servers) < 1 or args.seeds < 2 or args.samples < 2:
+        parser.error("--users, --servers positive; --seeds and --samples at least 2")
+    if args.measured and not args.measured.is_file():
+        parser.error(f"--measured: no report at {args.measured}")
+    say = lambda line: print(f"  {line}", file=sys.stderr)  # noqa: E731
+    measured = json.loads(args.measured.read_text()) if args.measured else hybrid.measure(args.samples, say)
+    if args.save_curve:
+        hybrid.save_curve(measured, args.save_curve)
+        print(f"wrote {args.save_curve}")
+    report = dict(measured)
+    if not args.measure_only:
+        report |= hybrid.compare_policies(measured, users, servers, range(1000, 1000 + args.seeds), say)
+    print(hybrid.format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plots and "policies" in report:
+        for path in hybrid.write_plots(report, args.plots):
+            print(f"wrote {path}")
     return 0
 
 

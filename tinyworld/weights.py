@@ -13,6 +13,9 @@ SCORER_DIR = WEIGHTS_ROOT / "scorer"
 PIPELINE_DIR = WEIGHTS_ROOT / "text-to-image"  # a diffusers pipeline directory
 VAE_DIR = WEIGHTS_ROOT / "vae"
 STYLE_JUDGE_DIR = WEIGHTS_ROOT / "style-judge"
+USERS_DIR = WEIGHTS_ROOT / "users"  # one personal adapter per user: USERS_DIR / <user>
+# The shipped users and their styles: one per style that differs from the plain world.
+USER_STYLES = {"ana": "outline", "ben": "striped", "cai": "pastel", "dee": "shadow"}
 CARD_MD = "CARD.md"
 
 
@@ -104,13 +107,17 @@ def write_card(directory: Path, kind: str, card: dict[str, Any]) -> Path:
         lines += [
             "Reads which style a 32 px tiny-world image is drawn in (plain, outline, striped, pastel, "
             "shadow): the personal models' fidelity measure. The judge's network with one head, trained "
-            "on rendered images of the `judge` split, scene i in style i mod 5.",
+            "on rendered images of the `judge` split, scene i in style i mod 5, as the text-to-image "
+            "pipeline's VAE encodes and decodes them: generated images always pass through it, and it "
+            "keeps a palette but blurs stripes, outlines and shadows, so that is what the judge must read.",
             "",
             f"- Recipe (`tinyworld.personal.StyleJudgeRecipe`): {recipe['train_images']} images, "
             f"{recipe['steps']} steps of batch {recipe['batch']}, AdamW (lr {recipe['lr']}), seed "
             f"{recipe['seed']}; {card['parameters']:,} parameters, stored in half precision.",
-            f"- Accuracy on {recipe['eval_images']} validation renders: {card['validation_accuracy']:.3f} "
-            "(chance 0.2).",
+            f"- Accuracy on {recipe['eval_images']} decoded validation renders: "
+            f"{card['validation_accuracy']:.3f} (chance 0.2); per style "
+            + ", ".join(f"{k} {v:.2f}" for k, v in card["validation_per_style"].items())
+            + ".",
             f"- Trained in {card['train_s']:.0f} s on {cpu_model()} ({os.cpu_count()} cores), 2 torch "
             "threads.",
             "",

@@ -15,6 +15,7 @@ from tinyworld.personal import (
     STYLE_ATTRIBUTES,
     AdapterBank,
     PersonalRecipe,
+    decoded,
     save_adapter,
     style_share,
     styled_scenes,
@@ -41,12 +42,18 @@ def test_styles_change_the_pixels_but_not_what_the_judge_reads() -> None:
         render_batch(pairs[:1], style="sepia")
 
 
-def test_the_shipped_style_judge_reads_every_style() -> None:
-    images, styles = styled_scenes("test", 250)
+def test_the_shipped_style_judge_reads_styles_through_the_vae() -> None:
+    images, styles = styled_scenes("test", 500)
+    images = decoded(load_pipeline(PIPELINE_DIR).vae, images)  # what generated images look like
     style_judge = Judge.load(STYLE_JUDGE_DIR, STYLE_ATTRIBUTES)
+    shares = {}
     for style in STYLES:
         chosen = np.array([s == style for s in styles])
-        assert style_share(style_judge, images[chosen], style) >= 0.9, style
+        shares[style] = style_share(style_judge, images[chosen], style)
+    # A palette survives the VAE whole, stripes mostly; a thin outline or a soft shadow only in part
+    # (the card states each style's figure). Chance is 0.2.
+    assert shares["pastel"] >= 0.9 and shares["striped"] >= 0.8, shares
+    assert min(shares.values()) >= 0.4 and np.mean(list(shares.values())) >= 0.65, shares
 
 
 def test_an_adapter_trains_saves_and_hot_swaps_without_reloading_the_base(tmp_path: Path) -> None:
@@ -90,3 +97,24 @@ def test_make_personal_writes_an_adapter_with_its_measured_card(tmp_path: Path) 
     assert (out / ADAPTER_FILE).is_file()
     with pytest.raises(SystemExit):
         main(["models", "make-personal", "--user", "bo", "--style", "sepia", "--out", str(out)])
+
+
+def test_shipped_users_adapters_give_the_fidelity_their_cards_state() -> None:
+    import json
+
+    from tinyworld.personal import CARD_FILE, personal_report
+    from tinyworld.weights import USER_STYLES, USERS_DIR
+
+    style_judge = Judge.load(STYLE_JUDGE_DIR, STYLE_ATTRIBUTES)
+    pipeline = load_pipeline(PIPELINE_DIR)
+    bank = AdapterBank(pipeline)
+    for user, style in USER_STYLES.items():
+        card = json.loads((USERS_DIR / user / CARD_FILE).read_text())
+        assert (card["user"], card["style"]) == (user, style)
+        assert card["train_s"] <= 180  # trained on this machine's CPU in minutes
+    bank.load("cai", USERS_DIR / "cai")
+    card = json.loads((USERS_DIR / "cai" / CARD_FILE).read_text())
+    report = personal_report(pipeline, "cai", "pastel", style_judge, card["eval_prompts"], card["eval_steps"])
+    assert report["style_share_personal"] == pytest.approx(card["style_share_personal"], abs=0.03)
+    assert report["style_share_base"] == pytest.approx(card["style_share_base"], abs=0.03)
+    assert report["style_share_personal"] >= report["style_share_base"] + 0.15  # the adapter draws pastel
