@@ -19,6 +19,8 @@ from policy_models.profiles import PROFILES, get_profile, load_profile
 from policy_models.shipped import SHIPPED_ROOT
 from services import stack_cli
 from services.bench import sim as sim_bench
+from services.device.cli import add_device as _add_device
+from services.offload.submit import add_personal as _add_personal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(commands)
     stack_cli.add_commands(commands)
     _add_demo(commands)
+    _add_device(commands)
+    _add_personal(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_bench_sim(bench)
     _add_bench_pipeline(bench)

@@ -11,6 +11,10 @@ Message flow (DESIGN section 4), exchange -> routing key -> queue:
     eat.events     event.*               -> eat.client.events          (clients without reply_to)
     eat.learning   experience            -> eat.trainer.experience     (trainer)
     eat.learning   policy.updated        -> eat.policy.updates         (policy server)
+    eat.hybrid     personal.request      -> eat.offload.requests       (offload coordinator)
+    eat.hybrid     edge.<server>         -> eat.edge.<server>          (one queue per edge server)
+    eat.hybrid     device.<user>         -> eat.device.<user>          (one queue per user's device)
+    eat.hybrid     report.* heartbeat.*  -> eat.offload.reports        (offload coordinator)
     eat.dlx        #                     -> eat.dead_letters
 
 Every message carries its protobuf type name in the AMQP `type` property, so one queue may carry
@@ -58,6 +62,7 @@ RESULTS = Exchange("eat.results")
 QUALITY = Exchange("eat.quality")
 EVENTS = Exchange("eat.events")
 LEARNING = Exchange("eat.learning")
+HYBRID = Exchange("eat.hybrid")  # personal requests split between edge servers and users' devices
 DLX = Exchange(DEAD_LETTER_EXCHANGE, "fanout")
 EXCHANGES: tuple[Exchange, ...] = (
     INGEST,
@@ -68,6 +73,7 @@ EXCHANGES: tuple[Exchange, ...] = (
     QUALITY,
     EVENTS,
     LEARNING,
+    HYBRID,
     DLX,
 )
 
@@ -78,6 +84,9 @@ EXPERIENCE_KEY = "experience"
 POLICY_UPDATED_KEY = "policy.updated"
 # On eat.events, bound by no durable queue: the aggregator's periodic state, read by `eat status`.
 SNAPSHOT_KEY = "cluster.snapshot"
+PERSONAL_REQUEST_KEY = "personal.request"
+EDGE_REPORT_KEY = "report.edge"
+DEVICE_REPORT_KEY = "report.device"
 
 
 def status_key(executor_id: str) -> str:
@@ -100,6 +109,18 @@ def quality_key(task_id: str) -> str:
     return f"quality.{task_id}"
 
 
+def edge_key(server_id: str) -> str:
+    return f"edge.{server_id}"
+
+
+def device_key(user_id: str) -> str:
+    return f"device.{user_id}"
+
+
+def device_heartbeat_key(user_id: str) -> str:
+    return f"heartbeat.{user_id}"
+
+
 def event_key(kind: str) -> str:
     """kind: accepted, rejected, completed or failed."""
     return f"event.{kind}"
@@ -117,6 +138,8 @@ EVALUATOR_RESULTS = Queue("eat.evaluator.results", ((RESULTS.name, "result.#"),)
 CLIENT_EVENTS = Queue("eat.client.events", ((EVENTS.name, "event.*"),))
 TRAINER_EXPERIENCE = Queue("eat.trainer.experience", ((LEARNING.name, EXPERIENCE_KEY),))
 POLICY_UPDATES = Queue("eat.policy.updates", ((LEARNING.name, POLICY_UPDATED_KEY),))
+OFFLOAD_REQUESTS = Queue("eat.offload.requests", ((HYBRID.name, PERSONAL_REQUEST_KEY),))
+OFFLOAD_REPORTS = Queue("eat.offload.reports", ((HYBRID.name, "report.*"), (HYBRID.name, "heartbeat.*")))
 DEAD_LETTERS = Queue(DEAD_LETTER_QUEUE, ((DLX.name, "#"),), dead_letter=False)
 QUEUES: tuple[Queue, ...] = (
     INGEST_QUEUE,
@@ -128,6 +151,8 @@ QUEUES: tuple[Queue, ...] = (
     CLIENT_EVENTS,
     TRAINER_EXPERIENCE,
     POLICY_UPDATES,
+    OFFLOAD_REQUESTS,
+    OFFLOAD_REPORTS,
     DEAD_LETTERS,
 )
 
@@ -135,6 +160,18 @@ QUEUES: tuple[Queue, ...] = (
 def executor_queue(executor_id: str) -> Queue:
     """The dispatch queue of one executor (declared by the executor itself)."""
     return Queue(f"eat.executor.{executor_id}", ((DISPATCH.name, dispatch_key(executor_id)),))
+
+
+def edge_queue(server_id: str) -> Queue:
+    """The batch queue of one edge server (declared by the edge worker and by the coordinator, so
+    batches wait for a worker that is starting)."""
+    return Queue(f"eat.edge.{server_id}", ((HYBRID.name, edge_key(server_id)),))
+
+
+def device_queue(user_id: str) -> Queue:
+    """The handoff queue of one user's device (declared by whoever sends to it first, so latents wait
+    for a device that is starting)."""
+    return Queue(f"eat.device.{user_id}", ((HYBRID.name, device_key(user_id)),))
 
 
 def client_queue(name: str) -> Queue:

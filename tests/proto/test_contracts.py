@@ -22,6 +22,7 @@ from eat.v1 import (  # noqa: E402
     cluster_pb2,
     common_pb2,
     executor_pb2,
+    hybrid_pb2,
     learning_pb2,
     policy_service_pb2,
     policy_service_pb2_grpc,
@@ -29,7 +30,7 @@ from eat.v1 import (  # noqa: E402
     tasks_pb2,
 )
 
-MODULES = ["cluster", "common", "executor", "learning", "policy_service", "quality", "tasks"]
+MODULES = ["cluster", "common", "executor", "hybrid", "learning", "policy_service", "quality", "tasks"]
 
 # Every message named in DESIGN section 4, plus the messages the contracts add around them.
 REQUIRED_MESSAGES = [
@@ -63,6 +64,16 @@ REQUIRED_MESSAGES = [
     "EvaluationSummary",
     "GetVersionRequest",
     "PolicyVersion",
+    # hybrid execution of personal requests
+    "PersonalRequest",
+    "DeviceProfile",
+    "EdgeBatch",
+    "LatentHandoff",
+    "EdgeReport",
+    "DeviceReport",
+    "DeviceHeartbeat",
+    "HybridCompleted",
+    "HybridFailed",
 ]
 
 
@@ -303,3 +314,33 @@ def test_comment_check_counts_all_descriptor_fields():
 
         descriptor_fields += sum(count(m) for m in fd.message_types_by_name.values())
     assert text_fields == descriptor_fields
+
+
+def test_roundtrip_latent_handoff():
+    shape = [1, 4, 2, 2]
+    latent = bytes(range(64))  # 16 float32 values
+    msg = hybrid_pb2.LatentHandoff(
+        task_id="t-1",
+        user_id="ana",
+        prompt="a red circle",
+        seed=7,
+        steps=6,
+        done_step=2,
+        latent=latent,
+        shape=shape,
+    )
+    back = hybrid_pb2.LatentHandoff.FromString(msg.SerializeToString())
+    assert back.latent == latent and list(back.shape) == shape and back.done_step == 2
+
+
+def test_an_edge_batch_of_one_names_its_adapter():
+    batch = hybrid_pb2.EdgeBatch(
+        batch_id="b-1",
+        server_id="edge-0",
+        steps=6,
+        split_step=6,
+        members=[hybrid_pb2.EdgeMember(task_id="t-1", user_id="ana")],
+        adapter_user="ana",
+    )
+    back = hybrid_pb2.EdgeBatch.FromString(batch.SerializeToString())
+    assert back.adapter_user == "ana" and [m.user_id for m in back.members] == ["ana"]
