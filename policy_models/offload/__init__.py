@@ -33,8 +33,9 @@ One round: N users arrive together, each with a request of T denoising steps and
 - Latency of user i in batch m of server k:
   L_i = sum_{m' <= m on k} (s_m' t_k(b_m') + [b_m' = 1] adapter time) + transfer_s + (T - s_m) / v_i;
   local: L_i = T / v_i.
-- Utility U_i = a_i - lambda_i L_i, lambda_i (accuracy per second of latency, log-uniform
-  0.005-0.1) being the user's preference. Reported per user: mean utility, latency and accuracy.
+- Utility U_i = a_i - lambda_i L_i, lambda_i (accuracy per second of latency) being the user's
+  preference, drawn as a(0) x (log-uniform 0.01-0.2): a second costs 1%-20% of the best accuracy.
+  Reported per user: mean utility, latency and accuracy.
 
 The exact splits. For a fixed placement the total utility is, per server,
 sum_m [n_m acc_m(s_m) - s_m c_m] + constants, c_m = t_k(b_m) Lambda_{>=m} - sum_{i in m} lambda_i / v_i

@@ -144,15 +144,17 @@ def fit_batch_beta(speedups: Mapping[int, float] | None) -> float:
 @dataclass(frozen=True)
 class OffloadConfig:
     """How instances are drawn. Defaults: an edge step at batch 1 takes 50 ms on a fully available
-    server; devices run 0.4-4 steps/s (5x-50x slower), log-uniform; users value a second of latency at
-    0.005-0.1 accuracy, log-uniform (a patient user gives up 0.1 accuracy for 20 s, an impatient one for
-    1 s); availability is uniform in [0.3, 1]. With these, all-local loses on slow devices, all-edge
-    queues badly once a server holds more than a few users, and one fixed split is wrong for both the
-    patient and the impatient, so no trivial policy dominates (the evaluation shows each losing)."""
+    server; devices run 0.4-4 steps/s (5x-50x slower), log-uniform; a user prices a second of latency at
+    1%-20% of the best accuracy a(0), log-uniform (a patient user gives up a fifth of it for 20 s, an
+    impatient one for 1 s). The price is relative to a(0) so that the trade-off means the same whatever
+    scale the measured accuracy has (the product of a CLIP score and a judge's share is far from 1).
+    Availability is uniform in [0.3, 1]. With these, all-local loses on slow devices, all-edge queues
+    badly once a server holds more than a few users, and one fixed split is wrong for both the patient
+    and the impatient, so no trivial policy dominates (the evaluation shows each losing)."""
 
     edge_step_s: float = 0.05
     device_speed: tuple[float, float] = (0.4, 4.0)  # steps/s, log-uniform
-    latency_weight: tuple[float, float] = (0.005, 0.1)  # lambda, accuracy per second, log-uniform
+    latency_price: tuple[float, float] = (0.01, 0.2)  # lambda / a(0), per second, log-uniform
     availability: tuple[float, float] = (0.3, 1.0)  # uniform
     transfer_s: float = 0.05  # latent upload + download of an offloaded request
     adapter_load_s: float = 1.0  # server seconds to load and apply one user's adapter (availability 1)
@@ -238,7 +240,7 @@ def make_instance(
     curve = curve or default_curve()
     config = config or default_config()
     return Instance(
-        latency_weight=_frozen(log_uniform(rng, config.latency_weight, n_users)),
+        latency_weight=_frozen(log_uniform(rng, config.latency_price, n_users) * curve.values[0]),
         device_speed=_frozen(log_uniform(rng, config.device_speed, n_users)),
         availability=_frozen(rng.uniform(*config.availability, n_servers)),
         accuracy=_frozen(curve.array()),

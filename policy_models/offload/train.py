@@ -8,7 +8,7 @@ and cancels the instance's own difficulty). The best weights on a fixed validati
 decisions) are kept. Training instances use seeds from TRAIN_SEED_BASE up and validation instances
 from VALID_SEED_BASE, both disjoint from the evaluation seeds 1000-1039.
 
-    python -m policy_models.offload.train --policy drl-convex --minutes 12
+    python -m policy_models.offload.train --policy drl-convex
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ MODE_OF = {"drl-convex": "convex", "pure-drl": "chosen"}
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    minutes: float = 12.0
+    # The budget is iterations, so that a recipe and its seed give the same weights on any machine;
+    # `minutes` only caps the wall time (a slow or busy machine then stops early, and the card says so).
+    iterations: int = 1_600
+    minutes: float = 30.0
     learning_rate: float = 1e-3
     entropy_weight: float = 1e-3
     validate_every: int = 40
@@ -106,8 +109,8 @@ def train(
     config: OffloadConfig | None = None,
     weights_dir: Path = WEIGHTS_DIR,
 ) -> TrainStats:
-    """Train `policy` ("drl-convex" or "pure-drl") for `recipe.minutes` on one thread and save the best
-    weights to `weights_dir`/`policy`.safetensors + .json."""
+    """Train `policy` ("drl-convex" or "pure-drl") for `recipe.iterations` (at most `recipe.minutes`) on
+    one thread and save the best weights to `weights_dir`/`policy`.safetensors + .json."""
     torch.set_num_threads(1)
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
@@ -122,7 +125,7 @@ def train(
     best_state = {k: v.clone() for k, v in scorer.state_dict().items()}
     next_seed, iteration, episodes = TRAIN_SEED_BASE, 0, 0
     order = list(SIZES)
-    while time.monotonic() - start < recipe.minutes * 60:
+    while iteration < recipe.iterations and time.monotonic() - start < recipe.minutes * 60:
         if iteration % len(order) == 0:
             rng.shuffle(order)
         n, k = order[iteration % len(order)]
@@ -182,10 +185,11 @@ def train(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policy", choices=sorted(MODE_OF), default="drl-convex")
-    parser.add_argument("--minutes", type=float, default=TrainRecipe.minutes)
+    parser.add_argument("--iterations", type=int, default=TrainRecipe.iterations)
+    parser.add_argument("--minutes", type=float, default=TrainRecipe.minutes, help="wall-time cap")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    stats = train(args.policy, TrainRecipe(minutes=args.minutes, seed=args.seed))
+    stats = train(args.policy, TrainRecipe(args.iterations, args.minutes, seed=args.seed))
     print(asdict(stats))
 
 

@@ -199,7 +199,7 @@ def write_plots(report: dict, directory: Path) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     detail = report["split_curve_detail"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(8.4, 4.0))
     for user, curves in detail["per_user"].items():
         ax.plot(
             detail["splits"], curves["personal"], "--", alpha=0.6, label=f"{user} ({detail['users'][user]})"
@@ -212,7 +212,7 @@ def write_plots(report: dict, directory: Path) -> list[Path]:
     ax.set_xlabel(f"split point s (steps on the edge's base model, of {detail['steps']})")
     ax.set_ylabel("score")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Accuracy against the split point (tiny world)")
     split_png = directory / "hybrid_split_curve.png"
     fig.tight_layout()

@@ -268,3 +268,20 @@ def test_shipped_weights_decide_valid_rounds(name: str) -> None:
     instances = [instance(seed, 12, 3) for seed in range(2)]
     for inst, assignment in zip(instances, policy.solve_many(instances), strict=True):
         validate(inst, assignment)
+
+
+def test_training_is_reproducible_and_writes_a_self_describing_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    from policy_models.offload.net import load_scorer
+    from policy_models.offload.train import TrainRecipe, train
+
+    recipe = TrainRecipe(iterations=3, validate_every=1)
+    first = train("drl-convex", recipe, weights_dir=tmp_path / "a")
+    second = train("drl-convex", recipe, weights_dir=tmp_path / "b")
+    assert first.iterations == second.iterations == 3 and first.train_seeds == second.train_seeds
+    a, b = load_scorer(tmp_path / "a" / "drl-convex"), load_scorer(tmp_path / "b" / "drl-convex")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    card = json.loads((tmp_path / "a" / "drl-convex.json").read_text())
+    assert card["recipe"]["iterations"] == 3 and card["policy"] == "drl-convex"
