@@ -14,6 +14,10 @@ A nacked message is sent again; after a lost connection every unconfirmed messag
 new one, so nothing a service decided to publish is lost (at-least-once: receivers drop duplicates).
 Deliveries not yet acked when a connection drops are redelivered by the broker.
 
+`after_confirms(fn)` runs `fn` once everything published so far is confirmed (a service that journals
+what it is about to send marks it sent there). `publish(..., expiration_s=...)` gives one message a
+time to live: the broker drops (dead-letters) it if no consumer took it by then.
+
 Outside `run()` (tools and tests), `publish` waits for its own confirm and raises `NotRouted` for a
 mandatory message no queue took; inside the loop, `on_unroutable` is called instead.
 """
@@ -127,6 +131,9 @@ class _Outgoing:
     on_unroutable: Callable[[], None] | None
     parent: tuple[int, int] | None  # (connection generation, delivery tag) acked after the confirm
     returned: bool = False
+    # What `after_confirms` compares: the publish id, or for a message sent in place of a returned one
+    # (on_unroutable), that message's, so a watcher waits for the replacement too.
+    watch_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,8 @@ class Bus:
         self._loop_thread: int | None = None
         self._wake_pending = False
         self._batching = False  # publish_many: do not wait for each confirm
+        self._watchers: list[tuple[int, Callable[[], None]]] = []  # (publish id mark, fn): after_confirms
+        self._returning: int | None = None  # watch id of the returned message whose callback runs
 
     # ----- set-up ----------------------------------------------------------------------------------
     def declare(self, *queues: Queue) -> None:
@@ -219,6 +228,29 @@ class Bus:
             # Closed meanwhile: the loop picks the call up after reconnecting.
             with contextlib.suppress(Exception):
                 connection.add_callback_threadsafe(lambda: None)  # wake the loop
+
+    def after_confirms(self, fn: Callable[[], None]) -> None:
+        """On the bus thread: run `fn` once every message published so far is confirmed by the broker
+        (at once when none is outstanding). Survives reconnects: resent messages keep their place."""
+        self._watchers.append((next(self._publish_ids), fn))
+        self._run_watchers()
+
+    def _run_watchers(self) -> None:
+        if not self._watchers:
+            return
+        pending = [o.watch_id for o in self._unconfirmed.values()] + [o.watch_id for o in self._unsent]
+        oldest = min(pending, default=None)
+        ready = [w for w in self._watchers if oldest is None or w[0] < oldest]
+        if not ready:
+            return
+        self._watchers = [w for w in self._watchers if not (oldest is None or w[0] < oldest)]
+        for _, fn in ready:
+            try:
+                fn()
+            except CONNECTION_ERRORS:
+                raise
+            except Exception:
+                log.exception("after_confirms callback failed")
 
     # ----- connection ------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -419,6 +451,7 @@ class Bus:
         on_unroutable: Callable[[], None] | None = None,
         persistent: bool = True,
         on_behalf: Hold | None = None,
+        expiration_s: float | None = None,
     ) -> None:
         """Publish through the outbox.
 
@@ -426,7 +459,9 @@ class Bus:
         `NotRouted` (outside it). `persistent=False` for state that is sent again anyway (statuses,
         heartbeats): the broker keeps it in memory only, which costs it far less, and a broker restart
         loses it. `on_behalf`: the held delivery this message answers (its ack then waits for this
-        confirm; by default the delivery whose handler is running)."""
+        confirm; by default the delivery whose handler is running). `expiration_s`: the message's time
+        to live in its queue (at least 1 ms); past it the broker drops it, dead-lettering it where the
+        queue says so."""
         self._publish_raw(
             exchange,
             routing_key,
@@ -439,6 +474,7 @@ class Bus:
             on_unroutable=on_unroutable,
             persistent=persistent,
             parent=None if on_behalf is None else on_behalf.delivery,
+            expiration_s=expiration_s,
         )
 
     def _publish_raw(
@@ -455,6 +491,7 @@ class Bus:
         on_unroutable: Callable[[], None] | None = None,
         persistent: bool = True,
         parent: tuple[int, int] | None = None,
+        expiration_s: float | None = None,
     ) -> None:
         publish_id = next(self._publish_ids)
         if mandatory:
@@ -467,10 +504,12 @@ class Bus:
             correlation_id=correlation_id or None,
             reply_to=reply_to or None,
             timestamp=int(time.time()),
+            expiration=None if expiration_s is None else str(max(1, round(expiration_s * 1000))),
         )
         out = _Outgoing(
             publish_id, exchange, routing_key, body, props, mandatory, on_unroutable, self._current
         )
+        out.watch_id = publish_id if self._returning is None else self._returning
         self._by_id[publish_id] = out
         if self._channel is None:
             if not self._in_loop():
@@ -513,7 +552,11 @@ class Bus:
             return
         out.returned = True
         if out.on_unroutable is not None and self._in_loop():
-            out.on_unroutable()
+            self._returning = out.watch_id
+            try:
+                out.on_unroutable()
+            finally:
+                self._returning = None
         elif self._in_loop():
             log.warning("unroutable message dropped", exchange=out.exchange, routing_key=out.routing_key)
 
@@ -536,6 +579,7 @@ class Bus:
                 if out.parent is not None and out.parent in self._inflight:
                     self._inflight[out.parent].children.discard(out.publish_id)
                     self._ack_if_settled(out.parent)
+        self._run_watchers()
 
     def _wait_confirmed(self, outs: list[_Outgoing]) -> None:
         deadline = time.monotonic() + SYNC_CONFIRM_TIMEOUT_S

@@ -20,6 +20,12 @@ def handoff_problems(handoff: Handoff, user: str) -> Iterator[str]:
         yield f"done_step must be in 0..steps-1 ({handoff.steps - 1}), got {handoff.done_step}"
 
 
+def handoff_stale(handoff: Handoff, now: float) -> bool:
+    """True once the coordinator's report deadline (epoch s) has passed: it has taken the request back
+    or failed it by then, so finishing it would be work whose report is ignored."""
+    return handoff.report_by > 0 and now > handoff.report_by
+
+
 def paced_s(steps_left: int, steps_per_s: float) -> float:
     """Seconds the device's phase takes at its pace: a faster machine waits out the difference, so a
     device declared slow behaves slow."""

@@ -1,6 +1,8 @@
 """The device's bus wiring. Its phase runs on a worker thread so heartbeats keep going; the handoff's
 delivery is held until the report is confirmed, so a device that vanishes mid-phase leaves the latent
-in its queue (and the coordinator, missing its heartbeats, finishes the request at the edge)."""
+in its queue (and the coordinator, missing its heartbeats, finishes the request at the edge). There the
+latent expires (its message's time to live), and a handoff that arrives past its report deadline is
+dropped, so a device started later does not finish a request that was taken back."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from services.common.hybrid import (
     handoff_from_proto,
     heartbeat_to_proto,
 )
-from services.device.core import handoff_problems, paced_s
+from services.device.core import handoff_problems, handoff_stale, paced_s
 from services.device.settings import DeviceSettings
 
 log = structlog.get_logger("device")
@@ -70,6 +72,9 @@ class DeviceService:
         if problems:
             raise Reject("invalid handoff: " + "; ".join(problems))
         task_id = handoff.member.task_id
+        if handoff_stale(handoff, time.time()):
+            log.info("stale handoff dropped: past its report deadline", task_id=task_id)
+            return
         if task_id in self.holding:
             return  # a redelivery of what this device is already finishing
         self.holding[task_id] = self.bus.hold()

@@ -88,4 +88,6 @@ class EdgeService:
         if queue.name not in self._declared:  # the latent waits there for a device that is starting
             self.bus.declare(queue)
             self._declared.add(queue.name)
-        self.bus.publish(topology.HYBRID.name, topology.device_key(user), handoff_to_proto(handoff))
+        message = handoff_to_proto(handoff)
+        key = topology.device_key(user)
+        self.bus.publish(topology.HYBRID.name, key, message, expiration_s=self.settings.handoff_ttl_s)

@@ -18,6 +18,10 @@ class EdgeSettings(ServiceSettings):
     users: tuple[str, ...] = ()  # adapters to load; empty: every folder of users_dir
     resolution: int = RESOLUTION  # image side in pixels, the same on every edge server and device
     torch_threads: int = 1
+    # A latent its device has not taken within this long is dropped (dead-lettered) by the broker: by
+    # then the coordinator has taken the request back, so a device started later must not finish it.
+    # Keep it above the coordinator's report deadline for a device phase (slack x (T - s)/X + grace).
+    handoff_ttl_s: float = 300.0
 
     def validate(self) -> None:
         super().validate()
@@ -27,6 +31,8 @@ class EdgeSettings(ServiceSettings):
             raise SettingsError(f"{env_name('pipeline_dir')}: no directory {self.pipeline_dir}")
         if self.torch_threads < 1:
             raise SettingsError(f"{env_name('torch_threads')} must be >= 1")
+        if self.handoff_ttl_s <= 0:
+            raise SettingsError(f"{env_name('handoff_ttl_s')} must be > 0")
 
     def adapter_users(self) -> tuple[str, ...]:
         if self.users:

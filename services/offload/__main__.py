@@ -13,7 +13,6 @@ def main() -> None:
     settings = OffloadSettings.from_env()
     log = start_service("offload", settings)
     client = PolicyClient(settings.policy_target, settings.policy_timeout_s)
-    # Request deliveries are held until their round is planned: the prefetch must cover a full round.
     bus = Bus(settings.amqp_url, prefetch=max(256, 4 * settings.round_size))
     service = OffloadService(settings, bus, lambda r, rid: client.decide_offload(r, rid))
     service.start()
@@ -22,6 +21,7 @@ def main() -> None:
         "offload coordinator ready", edge_servers=list(settings.edge_servers), policy=settings.policy_target
     )
     bus.run()
+    service.close()
     client.close()
     log.info("offload coordinator stopped")
 

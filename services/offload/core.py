@@ -4,6 +4,8 @@ fallback that finishes at the edge a request whose device went silent or missed 
 
 Every accepted request ends in exactly one terminal effect (`Complete` or `Fail`); reports for a
 request already finished or taken back are ignored, so a redelivered or late report never doubles it.
+Each change of a request's track is listed (`take_dirty`) for the journal, and a restarted coordinator
+`restore`s the tracks it journaled with their deadlines re-armed.
 """
 
 from __future__ import annotations
@@ -138,7 +140,11 @@ class Coordinator:
     tracks: dict[str, Track] = field(default_factory=dict)
     last_seen: dict[str, float] = field(default_factory=dict)  # user -> latest device heartbeat
     rounds: int = 0
+    # Prefix of round (and batch) ids: a restarted coordinator starts counting again, and its batches
+    # must not take the ids of batches its predecessor sent.
+    session: str = ""
     _fallbacks: int = 0
+    _dirty: set[str] = field(default_factory=set)
 
     # ----- requests and rounds ---------------------------------------------------------------------
     def submit(self, request: PersonalRequest, now: float) -> bool:
@@ -146,7 +152,21 @@ class Coordinator:
         if request.task_id in self.tracks:
             return False
         self.tracks[request.task_id] = Track(request, now)
+        self._dirty.add(request.task_id)
         return True
+
+    def restore(self, track: Track, now: float) -> None:
+        """Take back a journaled, unfinished track after a restart. A request that was being decided
+        waits for a round again; the devices and edge servers holding the others get a fresh
+        heartbeat window and at least that long to report, since their reports may be waiting in the
+        queue the new coordinator has yet to read."""
+        if track.stage is Stage.EDGE and not track.batch_id:
+            track.stage = Stage.WAITING
+        if track.stage is not Stage.WAITING:
+            track.deadline = max(track.deadline, now + self.config.heartbeat_timeout_s)
+        if track.stage is Stage.DEVICE:
+            self.last_seen[track.request.user_id] = now
+        self.tracks[track.request.task_id] = track
 
     def take_round(self, now: float, *, flush: bool = False) -> Round | None:
         """The next round due: a step count with `round_size` requests waiting, or whose oldest request
@@ -172,7 +192,7 @@ class Coordinator:
         offload_round = OffloadRound(users, servers, steps, self.config.policy_name)
         for request in requests:
             self.tracks[request.task_id].stage = Stage.EDGE  # out of the open rounds until planned
-        return Round(f"r{self.rounds}", tuple(requests), offload_round)
+        return Round(f"{self.session}r{self.rounds}", tuple(requests), offload_round)
 
     def apply_plan(self, plan_round: Round, plan: RoundPlan, policy_name: str, now: float) -> list[Effect]:
         """Edge batches in each server's order and step-0 handoffs for local placements."""
@@ -206,6 +226,7 @@ class Coordinator:
 
     def _to_edge(self, task_id: str, batch: EdgeBatch, policy_name: str, now: float) -> None:
         track = self.tracks[task_id]
+        self._dirty.add(task_id)
         track.stage, track.planned_split, track.policy_name = Stage.EDGE, batch.split_step, policy_name
         track.server_id, track.batch_id = batch.server_id, batch.batch_id
         track.deadline = now + self.config.edge_timeout_s
@@ -218,6 +239,7 @@ class Coordinator:
 
     def _at_device(self, track: Track, now: float, done_step: int = 0) -> None:
         request = track.request
+        self._dirty.add(request.task_id)
         expected = (request.steps - done_step) / request.steps_per_s
         track.stage, track.handed_at = Stage.DEVICE, now
         track.deadline = now + self.config.report_slack * expected + self.config.report_grace_s
@@ -334,6 +356,7 @@ class Coordinator:
             request.user_id,
         )
         track.stage, track.fell_back = Stage.FALLBACK, True
+        self._dirty.add(request.task_id)
         track.server_id, track.batch_id = server, batch.batch_id
         track.deadline = now + self.config.edge_timeout_s
         return [DispatchBatch(batch)]
@@ -341,15 +364,27 @@ class Coordinator:
     # ----- terminal --------------------------------------------------------------------------------
     def _done(self, track: Track, event: Completed) -> Complete:
         track.stage, track.deadline = Stage.DONE, math.inf
+        self._dirty.add(track.request.task_id)
         return Complete(event, track.request.reply_to)
 
     def _fail(self, track: Track, reason: str) -> Fail:
         track.stage, track.deadline = Stage.DONE, math.inf
+        self._dirty.add(track.request.task_id)
         request = track.request
         return Fail(request.task_id, request.user_id, reason, request.reply_to)
 
     def open_tasks(self) -> Iterator[Track]:
         return (t for t in self.tracks.values() if t.stage is not Stage.DONE)
+
+    def take_dirty(self) -> list[Track]:
+        """The tracks changed since the last call, for the journal. A finished track leaves memory
+        here: from now on the journal holds it (and answers a duplicate of its request)."""
+        dirty = [self.tracks[t] for t in sorted(self._dirty) if t in self.tracks]
+        self._dirty.clear()
+        for track in dirty:
+            if track.stage is Stage.DONE:
+                del self.tracks[track.request.task_id]
+        return dirty
 
 
 def splits_of(effects: Sequence[Effect]) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.settings import ServiceSettings, SettingsError, env_name
 from services.offload.core import CoordinatorConfig
@@ -36,6 +37,11 @@ class OffloadSettings(ServiceSettings):
                 raise SettingsError(f"{env_name(name)} must be > 0")
         if self.report_slack < 1:
             raise SettingsError(f"{env_name('report_slack')} must be >= 1, got {self.report_slack}")
+
+    @property
+    def journal_path(self) -> Path:
+        """The coordinator's journal (SQLite) under the state directory: requests survive a restart."""
+        return self.state_dir / "offload.sqlite3"
 
     def coordinator(self) -> CoordinatorConfig:
         return CoordinatorConfig(

@@ -3,6 +3,9 @@ into one terminal event each, silent or late devices taken back to the edge, dup
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from services.common.domain import ImageInfo
 from services.common.hybrid import (
     DeviceHeartbeat,
@@ -20,9 +23,11 @@ from services.offload.core import (
     DispatchBatch,
     Fail,
     SendHandoff,
+    Stage,
     request_problems,
     splits_of,
 )
+from services.offload.journal import OffloadJournal, Outgoing
 from services.policy_server.offload_core import Placement, PlannedBatch, RoundPlan, ServerPlan
 
 IMAGE = ImageInfo(uri="file:///x.png", sha256="ab")
@@ -185,3 +190,49 @@ def test_invalid_requests_are_named_field_by_field() -> None:
     for name in ("task_id", "user_id", "prompt", "steps", "steps_per_s", "memory_gib", "latency_weight"):
         assert name in problems
     assert request_problems(request("ok")) == []
+
+
+def test_the_journal_gives_back_unfinished_tracks_and_unconfirmed_messages(tmp_path: Path) -> None:
+    coordinator = Coordinator(config())
+    effects = planned(coordinator, now=10.0)
+    journal = OffloadJournal(tmp_path / "offload.sqlite3")
+    batch = next(e.batch for e in effects if isinstance(e, DispatchBatch))
+    written = journal.commit(coordinator.take_dirty(), [Outgoing("batch", batch.batch_id, "edge-0", b"x")])
+    (done,) = coordinator.on_device_report(device_report("t3", "cai", 0), 12.0)
+    assert isinstance(done, Complete)
+    journal.commit(coordinator.take_dirty(), [Outgoing("completed", "t3", "reply", b"event")])
+    assert "t3" not in coordinator.tracks  # ended: from now on only the journal holds it
+    journal.close()
+
+    reopened = OffloadJournal(tmp_path / "offload.sqlite3")  # a restarted coordinator
+    assert [(o.kind, o.task_id) for o in reopened.unsent()] == [
+        ("batch", batch.batch_id),
+        ("completed", "t3"),
+    ]
+    reopened.sent([written[0].seq])
+    assert [o.task_id for o in reopened.unsent()] == ["t3"]
+    tracks = {t.request.task_id: t for t in reopened.unfinished()}
+    assert sorted(tracks) == ["t1", "t2"] and tracks["t1"].batch_id == batch.batch_id
+    assert tracks["t1"].planned_split == 2 and tracks["t1"].received_at == 10.0
+    ended = reopened.terminal("t3")
+    assert ended is not None and (ended.kind, ended.body, ended.target) == ("completed", b"event", "")
+    assert reopened.known("t3") and reopened.terminal("t1") is None
+
+
+def test_a_restored_coordinator_re_arms_deadlines_and_redecides_an_undecided_round() -> None:
+    before = Coordinator(config(heartbeat_timeout_s=2.0, edge_timeout_s=5.0))
+    planned(before, now=0.0)
+    before.submit(request("t4", "dee"), 0.0)
+    deciding = before.take_round(1.0)
+    assert deciding is not None and before.tracks["t4"].stage is Stage.EDGE
+    after = Coordinator(config(heartbeat_timeout_s=2.0, edge_timeout_s=5.0), session="b-")
+    for track in before.tracks.values():
+        after.restore(track, 100.0)  # long after every deadline
+    assert after.tick(101.0) == []  # reports still queued get their chance
+    assert after.tracks["t3"].deadline == 102.0 and after.last_seen["cai"] == 100.0
+    assert after.tracks["t4"].stage is Stage.WAITING and math.isinf(after.tracks["t4"].deadline)
+    next_round = after.take_round(100.0, flush=True)
+    assert next_round is not None and next_round.round_id == "b-r1"
+    assert [r.task_id for r in next_round.requests] == ["t4"]
+    (fallback,) = [e for e in after.tick(102.5) if isinstance(e, DispatchBatch)]  # t3: silent device
+    assert fallback.batch.members[0].task_id == "t3"
