@@ -11,9 +11,9 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup demo live eval test lint proto-check rabbitmq clean
+.PHONY: setup demo live eval test lint proto-check rabbitmq openssl clean
 
-setup: $(STAMP) rabbitmq
+setup: $(STAMP) rabbitmq openssl
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 
 rabbitmq:
 	@scripts/ensure_rabbitmq.sh
+
+openssl:
+	@scripts/ensure_openssl.sh
 
 demo: setup
 	$(BIN)/eat demo --out out/demo

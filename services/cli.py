@@ -19,6 +19,7 @@ from policy_models.profiles import PROFILES, get_profile, load_profile
 from policy_models.shipped import SHIPPED_ROOT
 from services import stack_cli
 from services.bench import sim as sim_bench
+from services.common.certs import add_certs_command
 from services.device.cli import add_device as _add_device
 from services.offload.submit import add_personal as _add_personal
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(commands)
     _add_calibrate(commands)
     stack_cli.add_commands(commands)
+    add_certs_command(commands)
     _add_demo(commands)
     _add_device(commands)
     _add_personal(commands)
@@ -665,6 +667,9 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
     p.add_argument("--base", type=Path, default=None, help="base pipeline directory (default: shipped)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    p.add_argument(
+        "--eval-prompts", type=int, default=40, help="validation prompts the card's fidelity is measured on"
+    )
     p.set_defaults(handler=run_models_make_personal)
 
 
@@ -817,7 +822,10 @@ def run_models_make_personal(args: argparse.Namespace, parser: argparse.Argument
     pipeline = load_pipeline(args.base or PIPELINE_DIR)
     say = lambda line: print(f"  {line}", file=sys.stderr)  # noqa: E731
     card = train_adapter(pipeline, args.user, args.style, recipe, say)
-    card |= personal_report(pipeline, args.user, args.style, Judge.load(STYLE_JUDGE_DIR, STYLE_ATTRIBUTES))
+    if args.eval_prompts < 1:
+        parser.error("--eval-prompts must be at least 1")
+    style_judge = Judge.load(STYLE_JUDGE_DIR, STYLE_ATTRIBUTES)
+    card |= personal_report(pipeline, args.user, args.style, style_judge, args.eval_prompts)
     save_adapter(pipeline, args.user, card, args.out)
     print(
         f"wrote {args.out}: user {args.user}, style {args.style}, {card['train_s']:.0f} s; the style judge "

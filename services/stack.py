@@ -6,6 +6,10 @@ Each service runs as `python -m services.<name>` with its settings in EAT_* vari
 gRPC health checks and every bus service consumes its queue. Stopping sends SIGTERM (services finish
 the message at hand; unacked deliveries go back to the broker) and kills what has not exited after a
 grace period.
+
+The policy server serves TLS with a bearer token: development certificates are made in
+`<work_dir>/certs` when missing, and the server and its callers (the aggregator, and this process
+through `policy_client`) are pointed at them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import pika.exceptions
 
 from services.aggregator.settings import AggregatorSettings
 from services.common import topology
-from services.policy_server.client import PolicyClient
+from services.common.certs import DevCerts, ensure_dev_certs
+from services.policy_server.client import PolicyClient, PolicyClientSettings
 
 
 class StackError(RuntimeError):
@@ -89,6 +94,20 @@ class Stack:
         self.metrics_ports: dict[str, int] = {}
         self.log_dir = config.work_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.certs: DevCerts = ensure_dev_certs(config.work_dir / "certs")
+
+    @property
+    def policy_target(self) -> str:
+        return f"127.0.0.1:{self.config.grpc_port}"
+
+    @property
+    def policy_credentials(self) -> PolicyClientSettings:
+        """What a caller of the stack's policy server presents: its CA and token."""
+        return PolicyClientSettings(policy_ca=self.certs.ca_cert, policy_token_file=self.certs.token)
+
+    def policy_client(self, timeout_s: float = 0.5) -> PolicyClient:
+        """A client of the stack's policy server, with the stack's credentials."""
+        return PolicyClient(self.policy_target, timeout_s, self.policy_credentials)
 
     # ----- services ------------------------------------------------------------------------------
     def service_names(self) -> list[str]:
@@ -119,7 +138,7 @@ class Stack:
             env |= {"EAT_GRPC_PORT": str(c.grpc_port), "EAT_GRPC_HOST": "127.0.0.1", "EAT_POLICY": c.policy}
             env |= {"EAT_NODES": str(c.executors), "EAT_PROFILE": c.profile}
         elif module == "aggregator":
-            env |= {"EAT_POLICY_TARGET": f"127.0.0.1:{c.grpc_port}", "EAT_NODES": str(c.executors)}
+            env |= {"EAT_POLICY_TARGET": self.policy_target, "EAT_NODES": str(c.executors)}
             env |= {"EAT_FALLBACK_POLICY": c.fallback_policy, "EAT_PROFILE": c.profile}
         elif module == "trainer":
             env |= {"EAT_POLICY_DIR": str(c.work_dir / "policies"), "EAT_NODES": str(c.executors)}
@@ -127,7 +146,20 @@ class Stack:
         elif module == "executor":
             env |= {"EAT_EXECUTOR_ID": name.split(":")[1], "EAT_PROFILE": c.profile}
             env |= {"EAT_MAX_RESIDENT_MODELS": str(c.max_resident_models)}
+        env |= self.tls_env(module)
         return env | c.extra_env.get(module, {}) | c.extra_env.get(name, {})
+
+    def tls_env(self, module: str) -> dict[str, str]:
+        """The policy server's certificate, key and token, or its callers' CA and token."""
+        token = {"EAT_POLICY_TOKEN_FILE": str(self.certs.token)}
+        if module == "policy_server":
+            return token | {
+                "EAT_GRPC_TLS_CERT": str(self.certs.server_cert),
+                "EAT_GRPC_TLS_KEY": str(self.certs.server_key),
+            }
+        if module == "aggregator":
+            return token | {"EAT_POLICY_CA": str(self.certs.ca_cert)}
+        return {}
 
     def start_service(self, name: str) -> subprocess.Popen:
         module = name.split(":")[0]
@@ -171,7 +203,7 @@ class Stack:
     def _ready(self, name: str) -> bool:
         module = name.split(":")[0]
         if module == "policy_server":
-            client = PolicyClient(f"127.0.0.1:{self.config.grpc_port}", timeout_s=0.5)
+            client = self.policy_client(timeout_s=0.5)
             try:
                 return client.healthy()
             finally:

@@ -137,6 +137,7 @@ def run_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         stack.start()
         print(f"stack is up: policy server on 127.0.0.1:{config.grpc_port}, {config.executors} executors")
+        print(f"policy server TLS: CA and token in {stack.certs.directory}")
         ports = ", ".join(f"{name} :{port}" for name, port in stack.metrics_ports.items())
         print(f"Prometheus /metrics: {ports}")
         if args.workload:

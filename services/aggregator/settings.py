@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.settings import ServiceSettings, SettingsError, env_name
+from services.policy_server.client import PolicyClientSettings
 
 
 @dataclass(frozen=True)
-class AggregatorSettings(ServiceSettings):
+class AggregatorSettings(ServiceSettings, PolicyClientSettings):
+    """The aggregator's settings; the policy server's CA and token (EAT_POLICY_CA, EAT_POLICY_TOKEN_FILE)
+    are PolicyClientSettings' fields, which its PolicyClient reads."""
+
     policy_target: str = "127.0.0.1:50051"  # the policy server (gRPC host:port); "" = local policy only
     decide_timeout_s: float = 0.5
     fallback_policy: str = "reuse"  # decides locally while the policy server is unreachable

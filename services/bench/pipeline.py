@@ -107,9 +107,9 @@ class DecideMeasurement:
         return {"server": self.server_cpu_ms, "client": self.client_cpu_ms}
 
 
-def measure_decide(target: str, snapshots: list[Snapshot], server_pid: int) -> DecideMeasurement:
-    """One Decide call per snapshot, after a short warm-up: latency and CPU per call."""
-    client = PolicyClient(target, timeout_s=5.0)
+def measure_decide(client: PolicyClient, snapshots: list[Snapshot], server_pid: int) -> DecideMeasurement:
+    """One Decide call per snapshot over `client` (closed after), after a short warm-up: latency and
+    CPU per call."""
     try:
         for snapshot in snapshots[:50]:
             client.decide(snapshot)
@@ -244,7 +244,7 @@ def run_decide_latency(
     try:
         stack.wait_ready(60, ["policy_server"])
         pid = stack.processes["policy_server"].pid
-        return measure_decide(f"127.0.0.1:{stack.config.grpc_port}", snapshots, pid)
+        return measure_decide(stack.policy_client(timeout_s=5.0), snapshots, pid)
     finally:
         stack.stop()
 

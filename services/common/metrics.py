@@ -1,6 +1,7 @@
 """Prometheus metrics shared by every service, and the /metrics endpoint.
 
-Each service process serves its own registry on `metrics_port` (0 = off). Metric names start with
+Each service process serves its own registry on `metrics_port` (0 = off), on `metrics_host`: 127.0.0.1
+unless a deployment whose scraper runs elsewhere opens it (EAT_METRICS_HOST=0.0.0.0). Metric names start with
 `eat_`; per-service metrics live beside the service and use the same registry (the default one).
 """
 
@@ -21,7 +22,11 @@ HANDLER_SECONDS = Histogram(
 )
 
 
-def start_metrics(port: int) -> None:
-    """Serve /metrics on `port` in a daemon thread (no-op for port 0)."""
+DEFAULT_HOST = "127.0.0.1"
+
+
+def start_metrics(port: int, host: str = DEFAULT_HOST) -> None:
+    """Serve /metrics on `host`:`port` in a daemon thread (no-op for port 0). The default host keeps
+    the endpoint off the network: prometheus_client's own default would listen on every interface."""
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=host)

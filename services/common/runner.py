@@ -15,7 +15,7 @@ from services.common.settings import ServiceSettings
 def start_service(name: str, settings: ServiceSettings) -> structlog.stdlib.BoundLogger:
     """Configure logging and /metrics for service `name`; returns its logger."""
     configure_logging(name, settings.log_format, settings.log_level)
-    start_metrics(settings.metrics_port)
+    start_metrics(settings.metrics_port, settings.metrics_host)
     return structlog.get_logger(name)
 
 

@@ -49,19 +49,8 @@ def _parse(raw: str, kind: Any, name: str) -> Any:
 
 
 @dataclass(frozen=True)
-class ServiceSettings:
-    """What every service reads: the broker, logging, metrics and where state lives."""
-
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    log_format: str = "auto"  # auto: JSON unless stderr is a terminal; or "json" / "console"
-    log_level: str = "info"
-    metrics_port: int = 0  # Prometheus /metrics on this port; 0 = off
-    state_dir: Path = Path("var/state")  # durable service state (aggregator journal, trainer buffer)
-    result_store: Path = Path("var/results")  # images, passed between services by reference
-    # Simulated seconds per wall second: sim executors sleep duration / time_scale and the aggregator
-    # reads its clock times time_scale, so a paper workload runs time_scale times faster.
-    time_scale: float = 1.0
-    reconnect_max_s: float = 5.0  # longest pause between broker reconnect attempts
+class EnvSettings:
+    """Reading and writing EAT_* variables; subclasses add the fields and their checks."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -79,10 +68,7 @@ class ServiceSettings:
         return settings
 
     def validate(self) -> None:
-        if self.time_scale <= 0:
-            raise SettingsError(f"{env_name('time_scale')} must be > 0, got {self.time_scale}")
-        if self.log_format not in ("auto", "json", "console"):
-            raise SettingsError(f"{env_name('log_format')} must be auto, json or console")
+        """Raise SettingsError naming the variable of a bad value; subclasses extend it."""
 
     def to_env(self) -> dict[str, str]:
         """The EAT_* variables that reproduce these settings (for starting child processes)."""
@@ -99,3 +85,28 @@ class ServiceSettings:
                 text = str(value)
             out[env_name(f.name)] = text
         return out
+
+
+@dataclass(frozen=True)
+class ServiceSettings(EnvSettings):
+    """What every service reads: the broker, logging, metrics and where state lives."""
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    log_format: str = "auto"  # auto: JSON unless stderr is a terminal; or "json" / "console"
+    log_level: str = "info"
+    metrics_port: int = 0  # Prometheus /metrics on this port; 0 = off
+    # Where /metrics listens: this host only unless a deployment opens it to its scraper (0.0.0.0).
+    metrics_host: str = "127.0.0.1"
+    state_dir: Path = Path("var/state")  # durable service state (aggregator journal, trainer buffer)
+    result_store: Path = Path("var/results")  # images, passed between services by reference
+    # Simulated seconds per wall second: sim executors sleep duration / time_scale and the aggregator
+    # reads its clock times time_scale, so a paper workload runs time_scale times faster.
+    time_scale: float = 1.0
+    reconnect_max_s: float = 5.0  # longest pause between broker reconnect attempts
+
+    def validate(self) -> None:
+        super().validate()
+        if self.time_scale <= 0:
+            raise SettingsError(f"{env_name('time_scale')} must be > 0, got {self.time_scale}")
+        if self.log_format not in ("auto", "json", "console"):
+            raise SettingsError(f"{env_name('log_format')} must be auto, json or console")

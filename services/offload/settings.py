@@ -7,10 +7,11 @@ from pathlib import Path
 
 from services.common.settings import ServiceSettings, SettingsError, env_name
 from services.offload.core import CoordinatorConfig
+from services.policy_server.client import PolicyClientSettings
 
 
 @dataclass(frozen=True)
-class OffloadSettings(ServiceSettings):
+class OffloadSettings(ServiceSettings, PolicyClientSettings):
     policy_target: str = "127.0.0.1:50051"  # the policy server's gRPC address
     policy_timeout_s: float = 5.0  # deadline of one DecideOffload
     offload_policy: str = ""  # empty: the policy server's default (drl-convex)

@@ -1,7 +1,8 @@
 """`python -m services.policy_server`: serve scheduling decisions over gRPC until SIGTERM/SIGINT.
 
 Reads PolicySettings from EAT_* variables (EAT_POLICY, EAT_GRPC_PORT, EAT_NODES, ...). Exit status 2
-when the settings are invalid, 1 when the policy cannot be loaded or the port cannot be bound.
+when the settings are invalid or leave the port unprotected (no TLS material and no development
+switch), 1 when the policy cannot be loaded or the port cannot be bound.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ async def run(settings: PolicySettings) -> None:
 def main() -> int:
     try:
         settings = PolicySettings.from_env()
+        settings.check_security()
     except SettingsError as err:
         print(f"policy_server: {err}", file=sys.stderr)
         return 2

@@ -4,12 +4,18 @@ channel.
 Every call carries a deadline (`timeout_s`) and never waits for a server that is down: it fails fast
 with `PolicyUnavailable`, and the caller falls back as it sees fit. The channel reconnects on its own
 with a short backoff, so calls work again soon after the server comes back.
+
+Credentials come from the caller's environment (`PolicyClientSettings`: EAT_POLICY_CA and
+EAT_POLICY_TOKEN_FILE or EAT_POLICY_TOKEN), so a service that opens a `PolicyClient` needs no code for
+them: with a CA the channel is TLS and every call carries the bearer token; without one it is
+plaintext, which only a development server (EAT_POLICY_INSECURE) accepts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -18,7 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eat.v1 import policy_service_pb2, policy_service_pb2_grpc
 from policy_models.live import Decision, Snapshot
+from services.common.certs import check_token_source, read_file, read_token
 from services.common.convert import decision_from_proto, epoch_s, snapshot_to_proto
+from services.common.settings import EnvSettings, SettingsError, env_name
 from services.policy_server.offload import plan_from_proto, round_to_proto
 from services.policy_server.offload_core import OffloadRound, RoundPlan
 
@@ -31,6 +39,43 @@ CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
+
+
+@dataclass(frozen=True)
+class PolicyClientSettings(EnvSettings):
+    """How a caller proves itself to the policy server and checks the server's certificate. Services
+    whose settings class inherits these fields read them with their other settings."""
+
+    policy_ca: Path | None = None  # PEM CA bundle that signed the server's certificate; None = plaintext
+    policy_token: str = ""  # the bearer token, inline...
+    policy_token_file: Path | None = None  # ...or in a file (a mounted secret)
+
+    def validate(self) -> None:
+        super().validate()
+        check_token_source(self.policy_token, self.policy_token_file)
+        if self.policy_ca is None and (self.policy_token or self.policy_token_file):
+            # gRPC sends call credentials over TLS only; a token without a CA would never leave.
+            raise SettingsError(f"a token needs {env_name('policy_ca')}: it is sent over TLS only")
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS trusting `policy_ca`, with the token on every call; None for a plaintext channel."""
+        if self.policy_ca is None:
+            return None
+        tls = grpc.ssl_channel_credentials(root_certificates=read_file(self.policy_ca, "policy CA"))
+        token = read_token(self.policy_token, self.policy_token_file)
+        if not token:
+            return tls
+        return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token))
+
+
+def policy_channel(target: str, credentials: PolicyClientSettings | None = None) -> grpc.Channel:
+    """A channel to the policy server at `target`, with the credentials of the caller's environment
+    unless others are given."""
+    settings = PolicyClientSettings.from_env() if credentials is None else credentials
+    channel_credentials = settings.channel_credentials()
+    if channel_credentials is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, channel_credentials, options=CHANNEL_OPTIONS)
 
 
 class PolicyUnavailable(Exception):
@@ -73,12 +118,15 @@ class PolicyVersionInfo:
 
 
 class PolicyClient:
-    """A client of one policy server (`target` as "host:port"). Thread-safe: calls may overlap."""
+    """A client of one policy server (`target` as "host:port"). Thread-safe: calls may overlap.
+    `credentials` default to the caller's environment (PolicyClientSettings.from_env())."""
 
-    def __init__(self, target: str, timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, target: str, timeout_s: float = 0.5, credentials: PolicyClientSettings | None = None
+    ) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = policy_channel(target, credentials)
         self._policy = policy_service_pb2_grpc.PolicyServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -25,3 +25,6 @@ OFFLOAD_SECONDS = Histogram(
 OFFLOAD_INVALID_REQUESTS = Counter(
     "eat_policy_offload_invalid_requests_total", "DecideOffload calls refused as INVALID_ARGUMENT"
 )
+UNAUTHENTICATED = Counter(
+    "eat_policy_unauthenticated_total", "Calls refused as UNAUTHENTICATED (no token or a wrong one)"
+)

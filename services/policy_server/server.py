@@ -1,5 +1,7 @@
-"""The gRPC shell around the core: `eat.v1.PolicyService`, standard health checking, reflection, and
-the hot-swap listener on `eat.policy.updates`.
+"""The gRPC shell around the core: `eat.v1.PolicyService`, standard health checking, reflection (when
+EAT_GRPC_REFLECTION asks for it), and the hot-swap listener on `eat.policy.updates`. The port serves
+TLS and every call but health checks needs the bearer token (`auth.py`); plaintext without a token
+only under the development switch EAT_POLICY_INSECURE, on a loopback address.
 
 Threads: grpc.aio runs every handler on one event loop thread, so Decide calls the (not thread-safe)
 policy directly, one decision at a time. DecideOffload rounds run in worker threads instead: a round
@@ -24,8 +26,10 @@ from grpc_reflection.v1alpha import reflection
 from eat.v1 import learning_pb2, policy_service_pb2, policy_service_pb2_grpc
 from services.common import topology
 from services.common.bus import Bus, Delivery, Reject
+from services.common.certs import read_file
 from services.common.convert import decision_to_proto, snapshot_from_proto, timestamp
 from services.policy_server import metrics
+from services.policy_server.auth import TokenAuth
 from services.policy_server.core import (
     InvalidSnapshot,
     PolicyUpdate,
@@ -213,18 +217,19 @@ class PolicyServer:
 
     async def start(self) -> int:
         """Load the policy and the offloading policies (in a worker thread), start serving; returns the
-        bound port."""
+        bound port. Raises SettingsError, before loading anything, when the port would be unprotected."""
+        self.settings.check_security()
         serving = await asyncio.to_thread(load_initial, self.settings)
         planner = await asyncio.to_thread(OffloadPlanner.load, self.settings.offload_policy)
         self.holder, self.planner = PolicyHolder(serving), planner
-        server = grpc.aio.server()
+        interceptors = [] if self.settings.policy_insecure else [TokenAuth(self.settings.token())]
+        server = grpc.aio.server(interceptors=interceptors)
         servicer = PolicyServicer(self.holder, planner)
         policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(REFLECTED_SERVICES, server)
-        self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
-        if not self.port:
-            raise OSError(f"cannot listen on {self.settings.grpc_host}:{self.settings.grpc_port}")
+        if self.settings.grpc_reflection:
+            reflection.enable_server_reflection(REFLECTED_SERVICES, server)
+        self.port = self._listen(server)
         await server.start()
         self._server = server
         for service in ("", SERVICE_NAME):
@@ -241,6 +246,17 @@ class PolicyServer:
         )
         return self.port
 
+    def _listen(self, server: grpc.aio.Server) -> int:
+        """Add the port, TLS unless the development switch is on; returns the bound port."""
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        if self.settings.policy_insecure:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(self.settings))
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        return port
+
     @property
     def listening(self) -> bool:
         """True while the update listener's thread runs."""
@@ -254,6 +270,14 @@ class PolicyServer:
         if self._listener is not None:
             await asyncio.to_thread(self._listener.stop)
         log.info("stopped")
+
+
+def server_credentials(settings: PolicySettings) -> grpc.ServerCredentials:
+    """The TLS certificate and key named in the settings (read now: a bad path fails the start)."""
+    assert settings.grpc_tls_cert is not None and settings.grpc_tls_key is not None
+    key = read_file(settings.grpc_tls_key, "TLS key")
+    cert = read_file(settings.grpc_tls_cert, "TLS certificate")
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 async def serve(

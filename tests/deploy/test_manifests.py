@@ -33,6 +33,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 POLICY_SERVICE = "eat.v1.PolicyService"
 GRPC_PORT = 50051
 METRICS_PORT = 9100
+TLS_ENV = ("EAT_GRPC_TLS_CERT", "EAT_GRPC_TLS_KEY", "EAT_POLICY_TOKEN_FILE")
+CALLER_TLS_ENV = ("EAT_POLICY_CA", "EAT_POLICY_TOKEN_FILE")
+
+
+def grpc_healthcheck(ca: str) -> list[str]:
+    """The policy server's health check: gRPC health over TLS (kubelet's gRPC probes cannot do TLS)."""
+    return ["eat-healthcheck", "grpc", "--ca", ca, f"127.0.0.1:{GRPC_PORT}", POLICY_SERVICE]
+
+
 BASE_ENV = frozenset(env_name(f.name) for f in dataclasses.fields(ServiceSettings))
 
 Manifest = dict[str, Any]
@@ -398,18 +407,63 @@ def test_compose_volumes_are_shared_as_designed(compose: Manifest) -> None:
 
 def test_compose_policy_server_health_is_grpc_on_50051(compose: Manifest) -> None:
     spec = compose["services"]["policy-server"]
-    assert spec["healthcheck"]["test"] == [
-        "CMD",
-        "eat-healthcheck",
-        "grpc",
-        f"127.0.0.1:{GRPC_PORT}",
-        POLICY_SERVICE,
-    ]
+    assert spec["healthcheck"]["test"] == ["CMD", *grpc_healthcheck("/run/secrets/policy-ca")]
     assert compose_env(spec)["EAT_GRPC_PORT"] == str(GRPC_PORT)
     assert compose_env(compose["services"]["aggregator"])["EAT_POLICY_TARGET"] == f"policy-server:{GRPC_PORT}"
 
 
+def test_compose_policy_server_and_aggregator_read_tls_from_secrets(compose: Manifest) -> None:
+    declared = compose["secrets"]
+    for name, variables in (("policy-server", TLS_ENV), ("aggregator", CALLER_TLS_ENV)):
+        spec = compose["services"][name]
+        env = compose_env(spec)
+        for variable in variables:
+            secret = env[variable].removeprefix("/run/secrets/")
+            assert secret in spec["secrets"] and secret in declared, f"{name} {variable}"
+    assert compose_env(compose["services"]["policy-server"])["EAT_GRPC_HOST"] == "0.0.0.0"
+
+
+def test_deployments_open_metrics_to_the_scraper(compose: Manifest, k8s_objects: list[Manifest]) -> None:
+    config_maps = objects_of_kind(k8s_objects, "ConfigMap")
+    for name, spec in compose["services"].items():
+        if is_our_image(spec):
+            assert compose_env(spec).get("EAT_METRICS_HOST") == "0.0.0.0", name
+    for workload, container in k8s_workloads(k8s_objects):
+        assert k8s_env_value(container, "EAT_METRICS_HOST", config_maps) == "0.0.0.0", workload["metadata"][
+            "name"
+        ]
+
+
 # --- kubernetes ----------------------------------------------------------------------------------------
+def k8s_secret_mounts(workload: Manifest, container: Manifest) -> dict[str, tuple[str, set[str]]]:
+    """Mount path -> (Secret name, the files it holds) for every Secret volume the container mounts."""
+    secrets = {
+        v["name"]: v["secret"]
+        for v in workload["spec"]["template"]["spec"].get("volumes", [])
+        if "secret" in v
+    }
+    return {
+        m["mountPath"]: (secrets[m["name"]]["secretName"], {i["path"] for i in secrets[m["name"]]["items"]})
+        for m in container.get("volumeMounts", [])
+        if m["name"] in secrets
+    }
+
+
+@pytest.mark.parametrize(
+    ("package", "variables"), [("policy_server", TLS_ENV), ("aggregator", CALLER_TLS_ENV)]
+)
+def test_k8s_tls_files_come_from_the_policy_tls_secret(
+    k8s_objects: list[Manifest], package: str, variables: tuple[str, ...]
+) -> None:
+    config_maps = objects_of_kind(k8s_objects, "ConfigMap")
+    ((workload, container),) = k8s_containers_running(k8s_objects, package)
+    mounts = k8s_secret_mounts(workload, container)
+    for variable in variables:
+        path = Path(k8s_env_value(container, variable, config_maps))
+        secret, files = mounts[str(path.parent)]
+        assert secret == "eat-policy-tls" and path.name in files, variable
+
+
 def test_k8s_executors_are_a_statefulset_with_one_gpu_each(k8s_objects: list[Manifest]) -> None:
     ((workload, container),) = k8s_containers_running(k8s_objects, "executor")
     assert workload["kind"] == "StatefulSet"
@@ -441,8 +495,8 @@ def test_k8s_only_executors_take_gpus(k8s_objects: list[Manifest]) -> None:
 def test_k8s_policy_server_has_a_grpc_readiness_probe_on_50051(k8s_objects: list[Manifest]) -> None:
     config_maps = objects_of_kind(k8s_objects, "ConfigMap")
     ((workload, container),) = k8s_containers_running(k8s_objects, "policy_server")
-    probe = container["readinessProbe"]["grpc"]
-    assert probe == {"port": GRPC_PORT, "service": POLICY_SERVICE}
+    probe = container["readinessProbe"]["exec"]
+    assert probe == {"command": grpc_healthcheck("/etc/eat/policy-tls/ca.crt")}
     assert k8s_env_value(container, "EAT_GRPC_PORT", config_maps) == str(GRPC_PORT)
     services = objects_of_kind(k8s_objects, "Service")
     (service,) = [
@@ -466,7 +520,8 @@ def test_k8s_containers_have_probes_and_resources(k8s_objects: list[Manifest]) -
                 assert probe["httpGet"]["path"] == "/metrics", f"{where} {kind}"
                 assert ports.get(probe["httpGet"]["port"], probe["httpGet"]["port"]) == METRICS_PORT
             else:
-                assert probe["grpc"]["port"] == GRPC_PORT, f"{where} {kind}"
+                assert probe["exec"]["command"][:2] == ["eat-healthcheck", "grpc"], f"{where} {kind}"
+                assert f"127.0.0.1:{GRPC_PORT}" in probe["exec"]["command"], f"{where} {kind}"
         for bound in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(container["resources"][bound]), f"{where} {bound}"
 

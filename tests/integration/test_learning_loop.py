@@ -15,7 +15,6 @@ from policy_models.obs import OBS_SPEC_VERSION
 from services.client import Client
 from services.common.bus import Bus
 from services.common.topology import EXPERIENCE_KEY, LEARNING, POLICY_UPDATED_KEY
-from services.policy_server.client import PolicyClient
 from services.stack import Stack
 from tests.integration.test_pipeline import MODELS, run_tasks, submission, wait_until
 from tests.services.policy_server.conftest import save_tiny_checkpoint
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def serving_version(stack: Stack) -> int:
-    client = PolicyClient(f"127.0.0.1:{stack.config.grpc_port}", timeout_s=2.0)
+    client = stack.policy_client(timeout_s=2.0)
     try:
         return client.version().version
     finally:

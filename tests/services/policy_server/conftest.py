@@ -27,11 +27,13 @@ TINY_AGENT = AgentConfig(hidden=32, score_hidden=16, d_model=16, attention_ff=32
 
 
 def settings(**overrides: object) -> PolicySettings:
-    """A 4-server, 2-model cluster on a free port; no hot-swap listener unless asked for (the updates
+    """A 4-server, 2-model cluster on a free port of 127.0.0.1, plaintext under the development switch
+    (test_security.py serves TLS with a token); no hot-swap listener unless asked for (the updates
     queue is shared with every other server on this broker)."""
     base: dict[str, object] = dict(
         grpc_port=0, grpc_host="127.0.0.1", nodes=4, models=MODELS, hot_swap=False, log_format="console"
     )
+    base["policy_insecure"] = True
     return PolicySettings.from_env(env={}, **{**base, **overrides})
 
 

@@ -183,7 +183,7 @@ def test_health_turns_not_serving_when_the_server_shuts_down(start_server: Start
 
 
 def test_reflection_lists_the_policy_and_health_services(start_server: StartServer) -> None:
-    server = start_server()
+    server = start_server(grpc_reflection=True)
     with grpc.insecure_channel(server.target) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())

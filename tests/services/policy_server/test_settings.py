@@ -22,7 +22,7 @@ def test_settings_are_read_from_the_environment() -> None:
     settings = PolicySettings.from_env(env)
     assert (settings.grpc_port, settings.policy, settings.nodes) == (6000, "checkpoint:/runs/eat-n8", 8)
     assert (settings.models, settings.models_per_server, settings.seed) == (("sd-v1-4", "sd-v2-1"), 3, 7)
-    assert not settings.hot_swap and settings.grpc_host == "0.0.0.0" and settings.profile == "reference"
+    assert not settings.hot_swap and settings.grpc_host == "127.0.0.1" and settings.profile == "reference"
     assert settings.offload_policy == "greedy-social"
     assert PolicySettings.from_env({}).offload_policy == "drl-convex"
     assert PolicySettings.from_env(settings.to_env()) == settings
