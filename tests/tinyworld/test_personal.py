@@ -89,10 +89,11 @@ def test_make_personal_writes_an_adapter_with_its_measured_card(tmp_path: Path) 
 
     out = tmp_path / "bo"
     argv = ["models", "make-personal", "--user", "bo", "--style", "pastel", "--out", str(out)]
-    argv += ["--steps", "12"]
+    argv += ["--steps", "12", "--eval-prompts", "4"]
     assert main(argv) == 0
     card = json.loads((out / "adapter.json").read_text())
     assert card["user"] == "bo" and card["style"] == "pastel" and card["recipe"]["steps"] == 12
+    assert card["eval_prompts"] == 4
     assert 0.0 <= card["style_share_base"] <= 1.0 and 0.0 <= card["style_share_personal"] <= 1.0
     assert (out / ADAPTER_FILE).is_file()
     with pytest.raises(SystemExit):
