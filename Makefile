@@ -2,7 +2,9 @@
 #   make demo  - set up, run real (tiny, CPU) diffusion through the whole stack and write a report
 #   make live  - set up, start the stack, replay a paper workload through it and print its table
 #   make eval  - evaluate the schedulers on the simulator and print the paper's tables
-#   make test  - set up, then lint, check the generated contracts and run every test
+#   make test  - set up, then lint, check the generated contracts and run every test (what CI runs)
+#   make test-fast - lint, check the contracts, run the tests marked neither broker nor slow (no RabbitMQ),
+#                    spread over the cores
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +13,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup demo live eval test lint proto-check rabbitmq openssl clean
+.PHONY: setup demo live eval test test-fast lint proto-check rabbitmq openssl clean
 
 setup: $(STAMP) rabbitmq openssl
 
@@ -46,6 +48,9 @@ proto-check: $(STAMP)
 
 test: setup lint proto-check
 	$(BIN)/python -m pytest -q
+
+test-fast: lint proto-check
+	$(BIN)/python -m pytest -q -m "not broker and not slow" -n auto
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pika
@@ -14,12 +13,20 @@ import pytest
 
 from eat.v1 import common_pb2, tasks_pb2
 from services.client import Client
-from services.common.topology import DEAD_LETTER_QUEUE, REASON_HEADER
+from services.common import topology
+from services.common.topology import DEAD_LETTER_QUEUE, REASON_HEADER, Queue
 from services.common.vhost import drop_connections
 from services.stack import Stack, StackConfig, StackError
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 MODELS = ("sd-a", "sd-b")
+AGGREGATOR_QUEUES = (
+    topology.AGGREGATOR_TASKS,
+    topology.AGGREGATOR_EXECUTORS,
+    topology.AGGREGATOR_RESULTS,
+    topology.AGGREGATOR_QUALITY,
+)
 
 
 def submission(i: int, prefix: str, patches: int | None = None, **kw: object) -> tasks_pb2.TaskSubmission:
@@ -58,12 +65,14 @@ def dead_letters(amqp_url: str) -> list[tuple[bytes, dict]]:
         connection.close()
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+def consumers(amqp_url: str, *queues: Queue) -> int:
+    """How many consumers the broker counts on `queues` (it drops a dead process's at once)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        return sum(channel.queue_declare(q.name, passive=True).method.consumer_count for q in queues)
+    finally:
+        connection.close()
 
 
 def test_200_tasks_end_to_end_each_with_exactly_one_terminal_event(make_stack, amqp_url: str) -> None:
@@ -161,7 +170,12 @@ def test_services_reconnect_after_the_broker_drops_every_connection(
     assert len(run_tasks(client, [submission(i, "pre") for i in range(10)])) == 10
     client.close()
     drop_connections(vhost)
-    time.sleep(2.0)  # let every service notice and reconnect
+    on_the_bus = [name for name in stack.processes if name != "policy_server"]
+    wait_until(
+        lambda: all("reconnected" in stack.log_path(name).read_text() for name in on_the_bus),
+        30,
+        "every service to notice and reconnect",
+    )
     client = Client(amqp_url)
     done = run_tasks(client, [submission(i, "post") for i in range(30)])
     assert len(done) == 30 and {e.kind for e in done.values()} == {"completed"}
@@ -181,7 +195,7 @@ def test_an_aggregator_crash_loses_nothing(make_stack, amqp_url: str) -> None:
     client.submit_many(subs)
     wait_until(lambda: "dispatch" in stack.log_path("aggregator").read_text(), 10, "first dispatches")
     stack.kill("aggregator", signal.SIGKILL)
-    time.sleep(1.0)
+    wait_until(lambda: consumers(amqp_url, *AGGREGATOR_QUEUES) == 0, 30, "the broker to drop the aggregator")
     stack.start_service("aggregator")
     stack.wait_ready(60, ["aggregator"])
     done = client.wait({s.task_id for s in subs}, 120)

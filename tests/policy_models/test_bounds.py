@@ -78,6 +78,7 @@ def test_the_floor_reads_the_workload_the_evaluation_plays() -> None:
         assert episode.sum_lower_bound_s == pytest.approx(expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("nodes", "rate"), [(4, 0.01), (4, 0.09), (8, 0.1), (12, 0.15)])
 def test_no_policy_responds_faster_than_the_floor_at_its_own_quality(nodes: int, rate: float) -> None:
     cfg = paper_config(nodes, rate)

@@ -34,6 +34,7 @@ def test_eval_writes_json_csv_plots_and_prints_tables(tmp_path: Path, capsys: py
     assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
 
 
+@pytest.mark.slow
 def test_eval_shift_preset_reports_each_group_and_pooled_gaps(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

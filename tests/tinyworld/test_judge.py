@@ -16,6 +16,7 @@ from tinyworld.weights import JUDGE_DIR
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_a_short_recipe_lowers_the_loss_and_round_trips(tmp_path: Path) -> None:
     recipe = JudgeRecipe(
         train_images=2048, validation_images=128, epochs=3, batch=64, lr=5e-3, width=16, hidden=32

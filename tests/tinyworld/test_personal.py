@@ -42,6 +42,7 @@ def test_styles_change_the_pixels_but_not_what_the_judge_reads() -> None:
         render_batch(pairs[:1], style="sepia")
 
 
+@pytest.mark.slow
 def test_the_shipped_style_judge_reads_styles_through_the_vae() -> None:
     images, styles = styled_scenes("test", 500)
     images = decoded(load_pipeline(PIPELINE_DIR).vae, images)  # what generated images look like
@@ -56,6 +57,7 @@ def test_the_shipped_style_judge_reads_styles_through_the_vae() -> None:
     assert min(shares.values()) >= 0.4 and np.mean(list(shares.values())) >= 0.65, shares
 
 
+@pytest.mark.slow
 def test_an_adapter_trains_saves_and_hot_swaps_without_reloading_the_base(tmp_path: Path) -> None:
     pipeline = load_pipeline(PIPELINE_DIR)
     base_weight = pipeline.unet.conv_in.weight.detach().clone()
@@ -82,6 +84,7 @@ def test_an_adapter_trains_saves_and_hot_swaps_without_reloading_the_base(tmp_pa
         bank.use("ana")
 
 
+@pytest.mark.slow
 def test_make_personal_writes_an_adapter_with_its_measured_card(tmp_path: Path) -> None:
     import json
 
@@ -100,6 +103,7 @@ def test_make_personal_writes_an_adapter_with_its_measured_card(tmp_path: Path) 
         main(["models", "make-personal", "--user", "bo", "--style", "sepia", "--out", str(out)])
 
 
+@pytest.mark.slow
 def test_shipped_users_adapters_give_the_fidelity_their_cards_state() -> None:
     import json
 

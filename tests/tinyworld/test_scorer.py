@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from tinyworld.scenes import Scene
@@ -14,6 +15,7 @@ from tinyworld.weights import SCORER_DIR
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_a_short_recipe_lowers_the_contrastive_loss() -> None:
     recipe = ScorerRecipe(train_images=2048, steps=30, batch=128, warmup=5, eval_images=20)
     _, card = train_scorer(recipe)

@@ -29,6 +29,7 @@ def curve():  # type: ignore[no-untyped-def]
     )
 
 
+@pytest.mark.slow
 def test_a_split_at_the_last_step_is_the_base_model(curve) -> None:  # type: ignore[no-untyped-def]
     # Split at T the personal model never runs: each user's personal fidelity is the base model's.
     for user, curves in curve.per_user.items():
@@ -37,6 +38,7 @@ def test_a_split_at_the_last_step_is_the_base_model(curve) -> None:  # type: ign
     assert np.allclose(clips[:, -1], clips[0, -1])  # the same images for every user
 
 
+@pytest.mark.slow
 def test_points_pool_the_users(curve) -> None:  # type: ignore[no-untyped-def]
     assert [point["split"] for point in curve.points()] == [0, 2, 4]
     for i, point in enumerate(curve.points()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from services.executor.tiny import build_tokenizer as build_full_clip_tokenizer
@@ -40,6 +41,7 @@ def test_any_prompt_tokenizes_and_fits_the_context(tmp_path: Path) -> None:
     assert {"purple", "crosses", "center", ","} <= set(world_words())
 
 
+@pytest.mark.slow
 def test_a_short_contrastive_recipe_lowers_the_loss(tmp_path: Path) -> None:
     tokenizer = build_tokenizer(tmp_path)
     recipe = TextEncoderRecipe(train_images=512, steps=40, batch=64, warmup=5, eval_images=32)

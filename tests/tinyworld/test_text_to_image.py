@@ -30,6 +30,7 @@ def judge() -> Judge:
     return Judge.load(JUDGE_DIR)
 
 
+@pytest.mark.slow
 def test_a_short_recipe_lowers_the_loss_and_saves_a_loadable_pipeline(tmp_path: Path) -> None:
     tokenizer = build_tokenizer(tmp_path / "tokenizer")
     text_encoder, _ = train_text_encoder(
@@ -44,6 +45,7 @@ def test_a_short_recipe_lowers_the_loss_and_saves_a_loadable_pipeline(tmp_path: 
     assert again.unet.config.sample_size * again.vae_scale_factor == 32
 
 
+@pytest.mark.slow
 def test_the_shipped_pipeline_draws_what_its_prompts_ask(shipped, judge: Judge) -> None:
     """On 40 validation prompts at 20 DDIM steps, the judge reads colour, shape and position as asked
     far above chance (1/6, 1/4, 1/5)."""
@@ -52,6 +54,7 @@ def test_the_shipped_pipeline_draws_what_its_prompts_ask(shipped, judge: Judge) 
     assert agreement["shape"] >= 0.7, agreement
 
 
+@pytest.mark.slow
 def test_quality_rises_with_steps(shipped, judge: Judge) -> None:
     curve = measure_quality(shipped, judge, load_scorer(SCORER_DIR), "shipped", samples=24, steps=(1, 4, 20))
     assert curve.clip[0] < curve.clip[-1]

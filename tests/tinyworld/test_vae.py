@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tinyworld.judge import Judge, to_tensor
@@ -12,6 +13,7 @@ from tinyworld.vae import VaeRecipe, load_vae, round_trip, save_vae, train_vae, 
 from tinyworld.weights import JUDGE_DIR, VAE_DIR
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.slow  # trains an autoencoder; checks the shipped one on many scenes
 
 
 def test_a_short_recipe_lowers_the_loss_and_round_trips(tmp_path: Path) -> None:

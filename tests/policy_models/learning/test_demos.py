@@ -23,6 +23,7 @@ def recorded() -> demos.Demonstrations:
     return demos.record(CFG, [7, 8], ReuseAwarePolicy(CFG), RolloutSettings(samples=4, z=1.0), "reuse")
 
 
+@pytest.mark.slow
 def test_a_recording_holds_whole_episodes_with_the_base_action_beside_the_teachers(
     recorded: demos.Demonstrations,
 ) -> None:
@@ -85,6 +86,7 @@ def test_deviations_can_count_several_times(recorded: demos.Demonstrations) -> N
     assert corrections(once) > 0 and corrections(thrice) == 3 * corrections(once)
 
 
+@pytest.mark.slow
 def test_pretraining_on_demonstrations_learns_them_and_validates_as_it_goes(
     recorded: demos.Demonstrations, tmp_path: Path
 ) -> None:

@@ -111,6 +111,7 @@ def test_paper_preset_is_the_default_and_leaves_old_configs_unchanged() -> None:
     assert fast.to_dict()["n_step"] == fast.n_step and AgentConfig.from_dict(fast.to_dict()) == fast
 
 
+@pytest.mark.slow
 def test_learned_alpha_and_n_step_train_checkpoint_and_resume(tmp_path: Path) -> None:
     agent = dataclasses.replace(tiny_settings(tmp_path).agent, learn_alpha=True, n_step=3)
     result = train(tiny_settings(tmp_path / "a", agent=agent, total_steps=240, checkpoint_every=160))
@@ -123,6 +124,7 @@ def test_learned_alpha_and_n_step_train_checkpoint_and_resume(tmp_path: Path) ->
     assert math.isfinite(resumed.final_eval_utility)
 
 
+@pytest.mark.slow
 def test_time_limit_stops_training_early(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path, total_steps=10**9, time_limit_s=1.0)
     result = train(settings)

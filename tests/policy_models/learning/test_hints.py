@@ -97,6 +97,7 @@ def test_the_buffer_keeps_the_hint_through_save_and_load(tmp_path: Path) -> None
     assert {tuple(row) for row in sample.action} == {tuple(row) for row in obs[HINT_KEY]}
 
 
+@pytest.mark.slow
 def test_a_hinted_checkpoint_serves_with_its_hint_traced_as_eager(tmp_path: Path) -> None:
     out = tmp_path / "hinted"
     argv = ["train", "--algo", "eat", "--nodes", "4", "--rate", "0.05", "--envs", "8", "--seed", "1"]
@@ -127,6 +128,7 @@ def test_ppo_takes_no_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "--hint and --residual are for the SAC family" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_hint_makes_imitation_of_its_heuristic_easy(tmp_path: Path) -> None:
     """The same short pretraining as test_imitation's, with and without the hint: the hinted actor
     copies the teacher's launch-or-wait call and its task far more often. Measured at this commit:
@@ -211,6 +213,7 @@ def test_a_fresh_residual_agent_acts_exactly_as_its_heuristic() -> None:
     assert not torch.equal(plain.actor.denoiser.output.weight, agent.actor.denoiser.output.weight)
 
 
+@pytest.mark.slow
 def test_a_residual_run_serves_its_corrections_traced_as_eager(tmp_path: Path) -> None:
     agent = dataclasses.replace(TINY, hint="reuse", residual=True, bc_weight=0.5)
     result = train(tiny_settings(tmp_path, agent=agent, teacher="reuse", pretrain_updates=20))
@@ -243,6 +246,7 @@ def test_a_residual_critic_judges_the_action_an_output_stands_for() -> None:
         agent.critic(state._replace(hint=None), output)
 
 
+@pytest.mark.slow
 def test_a_residual_run_never_ships_its_untrained_self_as_best(tmp_path: Path) -> None:
     """Before its first update a residual agent is its heuristic; evaluations then may not make best/."""
     agent = dataclasses.replace(TINY, hint="reuse", residual=True)

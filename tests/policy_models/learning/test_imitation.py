@@ -110,6 +110,7 @@ def agreement(policy: Policy, seeds: range, batched_steps: int = 40) -> Agreemen
     return Agreement(float(np.mean(tasks)), float(np.mean(executes)), float(np.mean(step_errors)))
 
 
+@pytest.mark.slow
 def test_pretraining_makes_the_actor_act_like_the_teacher(tmp_path: Path) -> None:
     """After the warm-up on the teacher's data and 400 imitation updates (small networks), the
     deterministic policy acts far more like the teacher on held-out workloads than its untrained self
@@ -143,6 +144,7 @@ def test_pretraining_makes_the_actor_act_like_the_teacher(tmp_path: Path) -> Non
     assert after.steps_error < 0.8 * before.steps_error, (before, after)
 
 
+@pytest.mark.slow
 def test_a_guided_run_logs_the_q_filter(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path, teacher="reuse", pretrain_updates=20)
     settings = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, bc_weight=0.5))
@@ -152,6 +154,7 @@ def test_a_guided_run_logs_the_q_filter(tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in metric_values(result.csv_path, "loss/actor"))
 
 
+@pytest.mark.slow
 def test_without_the_q_filter_every_sample_imitates(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path, teacher="reuse", pretrain_updates=20)
     agent = dataclasses.replace(settings.agent, bc_weight=0.5, q_filter=False)
@@ -166,6 +169,7 @@ def test_a_teacher_is_needed_for_imitation_settings(tmp_path: Path) -> None:
         tiny_settings(tmp_path, pretrain_updates=10)
 
 
+@pytest.mark.slow
 def test_eat_train_learns_from_a_teacher_and_resumes_with_it(tmp_path: Path) -> None:
     out = tmp_path / "guided"
     argv = ["train", "--algo", "eat", "--nodes", "4", "--rate", "0.05", "--envs", "8", "--seed", "1"]
@@ -197,6 +201,7 @@ def test_a_pretraining_rate_must_be_positive(tmp_path: Path) -> None:
         tiny_settings(tmp_path, teacher="reuse", pretrain_updates=4, pretrain_lr=0.0)
 
 
+@pytest.mark.slow
 def test_pretraining_waits_for_a_batch_of_teacher_data(tmp_path: Path) -> None:
     """No warm-up and 3-step returns (the buffer stays empty for the first steps): pretraining starts
     once the buffer holds a batch, not on an empty buffer."""

@@ -274,6 +274,7 @@ def run_settings(out_dir: Path, **changes: object) -> TrainSettings:
     return TrainSettings(**(values | changes))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_tiny_lad_ts_run_has_finite_losses_and_stores_its_priors(lad_ts_run: TrainResult) -> None:
     assert lad_ts_run.env_steps == 304 and lad_ts_run.updates > 0
     assert math.isfinite(lad_ts_run.final_eval_utility)

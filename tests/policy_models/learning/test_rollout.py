@@ -93,6 +93,7 @@ def test_without_evidence_the_teacher_keeps_the_base_action() -> None:
     assert decision.gain == 0.0 and decision.candidates > 2
 
 
+@pytest.mark.slow
 def test_the_teacher_improves_on_the_reuse_heuristic_over_whole_episodes() -> None:
     """Seeds 1000-1001 at N=4, rate 0.07, 8 futures per candidate: the teacher's episodes earn more."""
     from policy_models.learning.demos import base_episode_utility, teacher_episode
@@ -111,6 +112,7 @@ def test_settings_refuse_too_few_samples() -> None:
         RolloutSettings(samples=1)
 
 
+@pytest.mark.slow
 def test_label_and_lookahead_commands(tmp_path, capsys: pytest.CaptureFixture) -> None:
     import json
 

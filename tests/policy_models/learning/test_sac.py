@@ -88,6 +88,7 @@ def test_the_actor_loss_does_not_train_the_encoder_or_critic() -> None:
     assert all(p.requires_grad for p in agent.critic.parameters())  # unfrozen after the actor step
 
 
+@pytest.mark.slow
 def test_updates_on_a_fixed_batch_shrink_its_td_error() -> None:
     agent = small_agent()
     optimizers = build_optimizers(agent)

@@ -82,6 +82,7 @@ def test_every_cli_algorithm_is_an_agent_algorithm() -> None:
     assert (*ALGORITHMS, "ppo") == TRAIN_ALGORITHMS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "eat"])
 def test_each_ablation_trains_briefly_with_finite_losses(algorithm: str, tmp_path: Path) -> None:
     result = train(tiny_settings(tmp_path, algorithm))
@@ -92,6 +93,7 @@ def test_each_ablation_trains_briefly_with_finite_losses(algorithm: str, tmp_pat
     assert math.isfinite(result.final_eval_utility)
 
 
+@pytest.mark.slow
 def test_eat_trains_with_finite_losses(eat_run: TrainResult) -> None:
     assert eat_run.env_steps == 400 and eat_run.updates > 50
     for name in ("loss/critic", "loss/actor", "train/q_mean", "train/entropy_estimate"):
@@ -215,6 +217,7 @@ def test_eat_train_command_trains_and_resumes(tmp_path: Path, capsys: pytest.Cap
     assert [p.name for p in step_checkpoints(out)] == ["step_000000096", "step_000000128"]
 
 
+@pytest.mark.slow
 def test_the_train_command_runs_and_resumes_ppo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ppo"
     argv = ["train", "--algo", "ppo", "--nodes", "4", "--rate", "0.05", "--envs", "4", "--seed", "1"]

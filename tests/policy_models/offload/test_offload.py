@@ -270,6 +270,7 @@ def test_shipped_weights_decide_valid_rounds(name: str) -> None:
         validate(inst, assignment)
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_and_writes_a_self_describing_checkpoint(tmp_path: Path) -> None:
     import json
 

@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from services.bench.executor import REGROUP_TARGET_RATIO
 from services.cli import main
 
@@ -14,6 +16,7 @@ SYNC_MAX_ABS_DIFF = 1e-4  # fp32: float rounding only
 DISPLACED_MIN_PSNR_DB = 30.0
 
 
+@pytest.mark.slow
 def test_the_executor_bench_reports_speeds_and_exactness(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     argv = ["bench", "executor", "--steps", "5", "--warmup-steps", "2", "--work-dir", str(tmp_path / "work")]

@@ -163,7 +163,7 @@ def test_a_held_delivery_is_acked_only_after_its_release(amqp_url: str) -> None:
 
     running.bus.call_threadsafe(answer_and_release)
     assert [d.parse(tasks_pb2.TaskAccepted).task_id for d in drain(amqp_url, OUT.name)] == ["answer"]
-    time.sleep(0.3)
+    wait_for(lambda: not running.bus._inflight and not running.bus._settled)  # its ack has been sent
     running.stop()
     assert queue_depth(amqp_url, IN.name)[0] == 0
 

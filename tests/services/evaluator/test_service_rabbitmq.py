@@ -104,6 +104,7 @@ def batches_scored() -> tuple[float, float]:
     return count, total
 
 
+@pytest.mark.broker
 def test_simulated_and_real_results_get_quality_reports(tmp_path: Path, tiny_scorer: ClipScorer) -> None:
     sim_task, real_task, other_task, missing_task, failed_task = (unique("task") for _ in range(5))
     images = candidate_images(2)
@@ -148,6 +149,7 @@ def test_simulated_and_real_results_get_quality_reports(tmp_path: Path, tiny_sco
     assert {(line["model"], line["steps"], line["attempt"]) for line in lines} == {("tiny-sd", REAL_STEPS, 2)}
 
 
+@pytest.mark.broker
 def test_malformed_results_are_dead_lettered_with_a_reason(tmp_path: Path, tiny_scorer: ClipScorer) -> None:
     """The broker copies every dead letter to eat.dead_letters and to this test's queue bound to the
     fanout eat.dlx; reading the copy keeps other runs draining eat.dead_letters harmless."""
@@ -169,6 +171,7 @@ def dead_from(seen: list[Delivery], queue_name: str) -> list[Delivery]:
     return [d for d in seen if d.headers.get(topology.SOURCE_HEADER) == queue_name]
 
 
+@pytest.mark.slow
 def test_the_process_builds_its_model_and_stops_on_signals(tmp_path: Path) -> None:
     """`python -m services.evaluator` with a broker that is not there: it builds the tiny model, keeps
     retrying the connection, and exits cleanly on the second SIGTERM (the first waits to flush)."""

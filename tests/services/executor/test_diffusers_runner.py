@@ -203,6 +203,7 @@ def test_diffusers_settings_are_checked(overrides: dict, message: str) -> None:
         ExecutorSettings.from_env({}, **(good | overrides))
 
 
+@pytest.mark.broker
 def test_the_executor_service_runs_it_and_reports_resident_models(
     tiny_models_dir: Path, tmp_path: Path
 ) -> None:

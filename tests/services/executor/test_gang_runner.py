@@ -40,6 +40,7 @@ SEED = 11
 SCENE = Scene("triangle", "blue", "large", "left", 1, "gray")
 PROMPT = SCENE.caption
 HOST = "127.0.0.1"
+pytestmark = pytest.mark.slow
 ANSWER_WITHIN_S = 120.0
 _task_ids = itertools.count()
 

@@ -59,6 +59,7 @@ def test_the_measured_size_is_the_weights(models_dir: Path, tiny_bytes: int) -> 
     assert half.pipeline.unet.dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_the_least_recently_used_is_evicted_under_the_budget_and_reloads(
     models_dir: Path, tiny_bytes: int
 ) -> None:
@@ -76,6 +77,7 @@ def test_the_least_recently_used_is_evicted_under_the_budget_and_reloads(
     assert models.resident_bytes == 2 * tiny_bytes
 
 
+@pytest.mark.slow
 def test_the_count_limit_evicts_too(models_dir: Path) -> None:
     models = registry(models_dir, max_models=1)
     models.get("a")
@@ -111,6 +113,7 @@ def test_broken_weights_fail_as_a_load_error(tiny_models_dir: Path, tmp_path: Pa
     assert models.resident() == ()
 
 
+@pytest.mark.slow
 def test_out_of_memory_while_loading_evicts_everything_and_retries(models_dir: Path) -> None:
     # A CPU cannot run out of device memory on demand: this loader raises what CUDA raises, a set number
     # of times, then loads for real.

@@ -34,6 +34,7 @@ from tests.services.rabbit import (
     unique,
 )
 
+pytestmark = pytest.mark.broker
 TIME_SCALE = 100.0
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

@@ -26,6 +26,7 @@ def prompts_and_seeds(n: int) -> tuple[list[str], list[int]]:
     return [scene.caption for scene, _ in pairs], [seed for _, seed in pairs]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", [0, 2, STEPS])
 def test_two_phases_give_the_uninterrupted_image(pipeline, split: int) -> None:  # type: ignore[no-untyped-def]
     prompts, seeds = prompts_and_seeds(3)

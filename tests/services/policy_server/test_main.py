@@ -10,11 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from services.policy_server.client import PolicyClient
 from tests.services.policy_server.conftest import settings, startable_snapshot
 from tests.services.policy_server.test_client import free_port
 
 REPO = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.slow  # each test starts a Python process that imports torch
 
 
 def service_env(**variables: str) -> dict[str, str]:

@@ -195,6 +195,7 @@ def test_tls_without_a_token_is_refused(certs: DevCerts) -> None:
         no_token.check_security()
 
 
+@pytest.mark.slow
 def test_the_service_exits_2_without_tls_material() -> None:
     env = {"PATH": "/usr/bin:/bin", "EAT_GRPC_PORT": str(free_port()), "EAT_LOG_FORMAT": "json"}
     result = subprocess.run(

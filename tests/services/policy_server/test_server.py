@@ -157,6 +157,7 @@ def test_health_is_serving_for_the_service_and_the_server(start_server: StartSer
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
+@pytest.mark.slow
 def test_health_turns_not_serving_when_the_server_shuts_down(start_server: StartServer) -> None:
     server = start_server()
     statuses: list[int] = []

@@ -87,6 +87,7 @@ def test_the_gap_section_sets_eat_against_the_heuristic_seed_by_seed() -> None:
     assert gap_section(rows, configs) == []  # no EAT row, no section
 
 
+@pytest.mark.slow
 def test_the_floor_section_names_the_settings_where_the_paper_share_is_out_of_reach() -> None:
     seeds = tuple(range(1000, 1010))
     lines = floor_section([], seeds)
@@ -125,6 +126,7 @@ def test_results_document_puts_ours_beside_the_paper(run_dir: Path, tmp_path: Pa
     assert latency_rows and float(latency_rows[-1].split("|")[2]) > 0
 
 
+@pytest.mark.slow
 def test_a_warm_policy_gets_its_own_section_and_stays_out_of_the_paper_tables(tmp_path: Path) -> None:
     from services.reports.results import ship
 
@@ -218,6 +220,7 @@ def test_a_suite_section_summarises_each_group_and_names_the_tuned_heuristic(tmp
     assert "### hard N=8: 8 servers" in text and "| *best heuristic* |" in text
 
 
+@pytest.mark.slow
 def test_the_tiny_world_section_shows_measured_quality_and_schedules_on_a_calibrated_profile(
     tmp_path: Path,
 ) -> None:

@@ -29,6 +29,7 @@ def doc_cells(text: str, title: str, row: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")[1:]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", sorted(CHECKED))
 def test_results_doc_matches_a_fresh_evaluation(row: str) -> None:
     text = DOC.read_text()

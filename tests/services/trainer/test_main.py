@@ -60,6 +60,7 @@ def trainer_env(tmp_path: Path, port: int) -> dict[str, str]:
     return {**os.environ, **settings.to_env(), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.broker
 def test_the_process_stores_experience_and_saves_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = trainer_env(tmp_path, port)
@@ -97,6 +98,7 @@ def test_the_process_stores_experience_and_saves_on_sigterm(tmp_path: Path) -> N
     assert resumed.counters.updates == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variable", ["EAT_ALGORITHM", "EAT_EVAL_SEEDS"])
 def test_bad_settings_exit_2(variable: str) -> None:
     env = {**os.environ, variable: "nonsense", "OMP_NUM_THREADS": "1"}

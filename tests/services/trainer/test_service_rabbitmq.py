@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import REGISTRY
 
 from eat.v1 import learning_pb2
@@ -31,6 +32,7 @@ from tests.services.trainer.builders import (
     tiny_config,
 )
 
+pytestmark = pytest.mark.broker
 TRANSITIONS = 12  # warm-up 4, one update per transition, evaluation every 4 updates
 
 

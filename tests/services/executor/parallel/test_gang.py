@@ -24,6 +24,7 @@ SYNC_TOLERANCE = 1e-4  # fp32; measured differences are ~3e-5 on latents of magn
 # 45 dB leaves 10 dB of margin for other BLAS builds while still failing if stale data were wrong
 # (misplaced halos, wrong band's keys, stats from the wrong step), which lands near the 26 dB baseline.
 DISPLACED_MIN_PSNR_DB = 45.0
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
