@@ -26,3 +26,11 @@ def launch_reward(
     time_term = np.minimum(cfg.w_t / (cfg.w_tt * queue_wait_s + exec_s + wait_s), cfg.time_cap)
     penalty = cfg.penalty * (quality < cfg.quality_threshold)
     return time_term + cfg.w_q * quality - penalty
+
+
+def reward_range(cfg: RewardConfig) -> tuple[float, float]:
+    """The least and greatest reward `launch_reward` can give (a wait earns 0, inside it).
+
+    The time term lies in [0, time_cap] (non-negative times), quality on the CLIP scale in [-1, 1] adds
+    [-w_q, w_q], and the penalty takes away at most `penalty`."""
+    return -cfg.w_q - cfg.penalty, cfg.time_cap + cfg.w_q

@@ -137,6 +137,8 @@ class Stack:
         if module == "policy_server":
             env |= {"EAT_GRPC_PORT": str(c.grpc_port), "EAT_GRPC_HOST": "127.0.0.1", "EAT_POLICY": c.policy}
             env |= {"EAT_NODES": str(c.executors), "EAT_PROFILE": c.profile}
+        elif module == "ingest":  # refuses gangs the cluster cannot form
+            env |= {"EAT_NODES": str(c.executors), "EAT_PROFILE": c.profile}
         elif module == "aggregator":
             env |= {"EAT_POLICY_TARGET": self.policy_target, "EAT_NODES": str(c.executors)}
             env |= {"EAT_FALLBACK_POLICY": c.fallback_policy, "EAT_PROFILE": c.profile}

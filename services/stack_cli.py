@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,7 +19,7 @@ import pika
 from eat.v1 import cluster_pb2, common_pb2, tasks_pb2
 from policy_models.config import SimConfig
 from policy_models.evaluation import DEFAULT_SEED_BASE, first_episodes, make_setting
-from policy_models.live import live_config
+from policy_models.live import Snapshot, live_config
 from policy_models.policies import make_policy
 from services.client import Client
 from services.common.convert import snapshot_from_proto
@@ -28,6 +29,25 @@ from services.stack import Stack, StackConfig, StackError
 from services.trace import markdown_summary, paper_trace, read_trace, replay, write_trace
 
 DEFAULT_AMQP = ServiceSettings.amqp_url
+
+
+def printable(text: object, keep_newlines: bool = False) -> str:
+    """`text` safe to print on a terminal: control and format characters (escape sequences, bidi
+    overrides, line separators) are shown escaped, never sent raw. What came off the wire (executor
+    ids, prompts, reasons) was written by whoever could publish, and an escape code in it would drive
+    the terminal (clear the screen, retitle it, hide the lines before it)."""
+    return "".join(
+        ch if (ch == "\n" and keep_newlines) or not _is_control(ch) else _escaped(ch) for ch in str(text)
+    )
+
+
+def _is_control(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -214,7 +234,7 @@ def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if event is None:
         print(f"no result within {args.timeout:g} s (the task is still queued or running)", file=sys.stderr)
         return 1
-    print(f"{event.kind}:\n{event.message}")
+    print(f"{event.kind}:\n{printable(event.message, keep_newlines=True)}")
     return 0 if event.kind == "completed" else 1
 
 
@@ -231,17 +251,24 @@ def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         queue = [vars(t) for t in snapshot.queue]
         print(json.dumps({"tasks": counts, "servers": servers, "queue": queue}, indent=2))
         return 0
-    print("tasks: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+    print_status(snapshot, counts)
+    return 0
+
+
+def print_status(snapshot: Snapshot, counts: dict) -> None:
+    """The aggregator's view, every name from the wire made printable."""
+    tasks = ", ".join(f"{printable(k)} {printable(v)}" for k, v in sorted(counts.items()))
+    print("tasks: " + (tasks or "none"))
     print(f"servers ({len(snapshot.servers)} up):")
     for s in snapshot.servers:
         state = "idle" if s.idle else f"busy {s.remaining_s:.1f} s"
-        print(
-            f"  {s.server_id:<12} {state:<14} speed {s.speed:g}  models {', '.join(s.resident_models) or '-'}"
-        )
+        models = printable(", ".join(s.resident_models) or "-")
+        print(f"  {printable(s.server_id):<12} {state:<14} speed {s.speed:g}  models {models}")
     print(f"queue ({snapshot.total_queued} waiting, first {len(snapshot.queue)}):")
     for t in snapshot.queue:
-        print(f"  {t.task_id:<28} k={t.patches} {t.model:<10} waited {t.waiting_s:.1f} s")
-    return 0
+        print(
+            f"  {printable(t.task_id):<28} k={t.patches} {printable(t.model):<10} waited {t.waiting_s:.1f} s"
+        )
 
 
 def _latest_snapshot(amqp_url: str, timeout_s: float) -> tuple[cluster_pb2.ClusterSnapshot | None, dict]:

@@ -6,7 +6,8 @@ import torch
 
 from policy_models.live import LiveScheduler, ModelCatalog, live_config
 from policy_models.policies import make_policy
-from services.aggregator.core import AggregatorCore, CoreConfig
+from policy_models.profiles import get_profile
+from services.aggregator.core import AggregatorCore, CoreConfig, attempt_bound_s
 from services.aggregator.journal import Journal
 from services.aggregator.service import Aggregator
 from services.aggregator.settings import AggregatorSettings
@@ -35,6 +36,11 @@ def build(settings: AggregatorSettings, bus: Bus) -> Aggregator:
             episode_tasks=settings.episode_tasks,
             episode_time_s=settings.episode_time_s,
             reward=cfg.reward,
+            min_steps=cfg.min_steps,
+            max_steps=cfg.max_steps,
+            max_attempt_s=attempt_bound_s(
+                get_profile(settings.profile), cfg.max_steps, settings.attempt_bound_factor
+            ),
         )
     )
     fallback = LiveScheduler(make_policy(settings.fallback_policy, cfg), cfg, ModelCatalog(settings.models))

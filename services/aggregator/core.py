@@ -15,13 +15,16 @@ the policy sees (sim executors run time_scale times faster than the timing profi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from policy_models.config import RewardConfig
 from policy_models.live import Decision, Placement, ServerInfo, Snapshot, TaskInfo, select_servers
+from policy_models.profiles import REFERENCE, TimingProfile
 from policy_models.reward import launch_reward
 from services.common.domain import (
     AttemptResult,
@@ -34,6 +37,20 @@ from services.common.domain import (
 
 # Attempt failures that another gang cannot fix.
 FINAL_REASONS = frozenset({Reason.DEADLINE_EXCEEDED, Reason.CANCELLED})
+ATTEMPT_BOUND_FACTOR = 10.0  # headroom over the profile's slowest attempt (slow servers, loaded hosts)
+
+
+def attempt_bound_s(profile: TimingProfile, max_steps: int, factor: float = ATTEMPT_BOUND_FACTOR) -> float:
+    """The longest an attempt can honestly take, in model seconds: the slowest cold load plus
+    `max_steps` of the slowest step the profile knows, times `factor`. Any longer time an executor
+    claims (remaining, load, run) is capped to it, so a forged report cannot keep a server looking busy
+    for years nor push a reward out of its range."""
+    return factor * (max(profile.init_s.values()) + max_steps * max(profile.step_s.values()))
+
+
+def bounded_s(claimed: float, bound: float) -> float:
+    """A claimed duration in [0, bound]; a non-finite one counts as the bound."""
+    return min(max(claimed, 0.0), bound) if math.isfinite(claimed) else bound
 
 
 @dataclass
@@ -158,6 +175,10 @@ class CoreConfig:
     episode_tasks: int = 32
     episode_time_s: float = 1024.0
     reward: RewardConfig = field(default_factory=RewardConfig)
+    min_steps: int = 1  # the system's step range: a decision outside it is refused
+    max_steps: int = 32
+    # Longest time (model seconds) an executor may claim for an attempt; see attempt_bound_s.
+    max_attempt_s: float = attempt_bound_s(REFERENCE, 32)
 
 
 class AggregatorCore:
@@ -229,7 +250,7 @@ class AggregatorCore:
             record.held_until = None  # it has told us what it does since the refusal
         record.state = report.state
         record.current_task_id = report.current_task_id
-        record.remaining_s = report.remaining_s
+        record.remaining_s = bounded_s(report.remaining_s, self.cfg.max_attempt_s)
         record.resident_models = report.resident_models
         record.max_resident_models = report.max_resident_models
         record.speed = report.speed or 1.0
@@ -262,6 +283,10 @@ class AggregatorCore:
             self._attempt_failed(result.task_id, result.attempt, reason, result.message, now)
             return
         self._release_gang(record)
+        bound = self.cfg.max_attempt_s
+        result = dataclasses.replace(
+            result, init_s=bounded_s(result.init_s, bound), run_s=bounded_s(result.run_s, bound)
+        )
         record.state, record.result, record.orphan_since = "evaluating", result, None
         self.dirty.add(record.task.task_id)
 
@@ -428,12 +453,20 @@ class AggregatorCore:
         if self.episode_arrived >= self.cfg.episode_tasks or elapsed >= self.cfg.episode_time_s:
             self.episode_start, self.episode_arrived, self.episode_launched = now, 0, 0
 
+    def steps_allowed(self, steps: int) -> bool:
+        """Within the system's step range (a decision asking for more would occupy its gang for as long
+        as that many steps take: 2^32 - 1 of them is decades)."""
+        return self.cfg.min_steps <= steps <= self.cfg.max_steps
+
     def apply(self, snapshot: Snapshot, decision: Decision, policy_version: int, now: float) -> bool:
-        """Carry out a decision taken on `snapshot`. True when a gang was dispatched."""
+        """Carry out a decision taken on `snapshot`. True when a gang was dispatched; a launch with
+        steps outside the system's range is refused (nothing starts, the task stays queued)."""
         step = self._record_decision(snapshot, decision, policy_version)
         if not decision.execute:
             return False
         record = self.tasks.get(decision.task_id)
+        if not self.steps_allowed(decision.steps):
+            record = None
         placement = None if record is None or record.state != "queued" else self._place(record)
         if record is None or placement is None:
             self.pending[step].reward = 0.0  # a launch that started nothing earned nothing

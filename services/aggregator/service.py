@@ -32,7 +32,12 @@ from services.common import convert
 from services.common.bus import Bus, Delivery, Reject
 from services.common.convert import epoch_s, snapshot_to_proto, task_from_submission, timestamp
 from services.common.domain import QualityResult
-from services.common.events import publish_client_event
+from services.common.events import (
+    CLIENT_REPLY_QUEUE_TEXT,
+    client_reply_to,
+    is_client_reply_queue,
+    publish_client_event,
+)
 from services.common.topology import (
     AGGREGATOR_EXECUTORS,
     AGGREGATOR_QUALITY,
@@ -105,6 +110,10 @@ class Aggregator:
         accepted = delivery.parse(tasks_pb2.TaskAccepted)
         if not accepted.task_id or accepted.task_id != accepted.submission.task_id:
             raise Reject("TaskAccepted without a matching submission.task_id")
+        reply_to = accepted.submission.reply_to
+        if reply_to and not is_client_reply_queue(reply_to):
+            # Its events would go into whatever queue it names: an internal one, perhaps.
+            raise Reject(f"submission.reply_to: must be {CLIENT_REPLY_QUEUE_TEXT}, got {reply_to[:64]!r}")
         task = task_from_submission(accepted.submission, epoch_s(accepted.accepted_at) or self.clock())
         if self.journal.known(task.task_id) and task.task_id not in self.core.tasks:
             return  # ended before a restart: a redelivered duplicate
@@ -203,8 +212,13 @@ class Aggregator:
                 if self.policy_down:
                     log.info("policy server is back", version=reply.version, policy=reply.policy_name)
                 self.policy_down = False
-                DECISIONS.labels("remote", "execute" if reply.decision.execute else "wait").inc()
-                return reply.decision, reply.version
+                if reply.decision.execute and not self.core.steps_allowed(reply.decision.steps):
+                    # The core would refuse it; the fallback decides this turn so the task still starts.
+                    DECISIONS.labels("remote", "refused").inc()
+                    log.warning("refused a decision outside the step range", steps=reply.decision.steps)
+                else:
+                    DECISIONS.labels("remote", "execute" if reply.decision.execute else "wait").inc()
+                    return reply.decision, reply.version
         FALLBACKS.inc()
         decision = self.fallback.decide(snapshot)
         DECISIONS.labels("fallback", "execute" if decision.execute else "wait").inc()
@@ -258,14 +272,16 @@ class Aggregator:
             response_s=round(effect.response_s, 3),
         )
         message = messages.task_completed(effect, self.clock())
-        publish_client_event(self.bus, "completed", message, record.task.reply_to, record.task.correlation_id)
+        reply_to = client_reply_to(record.task.reply_to)  # tasks journaled before reply_to was checked
+        publish_client_event(self.bus, "completed", message, reply_to, record.task.correlation_id)
 
     def _failed(self, effect: TaskFailedOut) -> None:
         record = effect.record
         TERMINALS.labels("failed").inc()
         log.warning("failed", task_id=record.task.task_id, reason=effect.reason.name, message=effect.message)
         message = messages.task_failed(effect, self.clock())
-        publish_client_event(self.bus, "failed", message, record.task.reply_to, record.task.correlation_id)
+        reply_to = client_reply_to(record.task.reply_to)
+        publish_client_event(self.bus, "failed", message, reply_to, record.task.correlation_id)
 
     def _experience(self, t: Transition) -> None:
         message = learning_pb2.Experience(

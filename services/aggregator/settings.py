@@ -24,6 +24,9 @@ class AggregatorSettings(ServiceSettings, PolicyClientSettings):
     orphan_grace_s: float = 5.0  # wall seconds a dispatched gang may show no sign of the task
     no_capacity_after_s: float = 30.0  # a task bigger than the live cluster fails after this long
     max_attempts: int = 3
+    # An executor's claimed attempt time (remaining, load, run) is capped at this many times the
+    # profile's slowest attempt (its slowest load plus the most steps at its slowest step time).
+    attempt_bound_factor: float = 10.0
     # A gang member that refuses an attempt as busy (the gang was released while it still finished its
     # last one): the gang is held off until it reports again, at most this long (wall seconds), and
     # the attempt is retried without counting, up to max_busy_refusals times.
@@ -48,3 +51,5 @@ class AggregatorSettings(ServiceSettings, PolicyClientSettings):
             raise SettingsError(f"{env_name('busy_hold_s')} and {env_name('max_busy_refusals')} must be >= 0")
         if self.nodes < 1:
             raise SettingsError(f"{env_name('nodes')} must be >= 1")
+        if not self.attempt_bound_factor >= 1.0:
+            raise SettingsError(f"{env_name('attempt_bound_factor')} must be >= 1")

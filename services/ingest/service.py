@@ -1,7 +1,8 @@
 """The ingest service: decode, validate, deduplicate, admit.
 
 A submission that cannot be decoded or fails validation is rejected to the client (TaskRejected naming
-each offending field) and dead-lettered with the reason. A valid one is published as TaskAccepted to the
+each offending field) and dead-lettered with the reason; a rejection goes to the shared events queue
+when the reply_to is not a client reply queue. A valid one is published as TaskAccepted to the
 aggregator, recorded as accepted, and acknowledged to the client. A resubmitted task_id is acknowledged
 again (duplicate=True) and never admitted twice. Publishing before recording means a crash in between
 re-admits the task on redelivery; the aggregator ignores task ids it already has.
@@ -17,8 +18,8 @@ from prometheus_client import Counter
 
 from eat.v1 import common_pb2, tasks_pb2
 from services.common.bus import Bus, Delivery, Reject
-from services.common.convert import timestamp
-from services.common.events import publish_client_event
+from services.common.convert import epoch_s, timestamp
+from services.common.events import client_reply_to, publish_client_event
 from services.common.sqlite import open_db
 from services.common.topology import ACCEPTED_KEY, INGEST_QUEUE, TASKS
 from services.ingest.settings import IngestSettings
@@ -54,7 +55,10 @@ class Ingest:
             max_steps=settings.max_steps,
             max_prompt_chars=settings.max_prompt_chars,
             max_deadline_s=settings.max_deadline_s,
+            nodes=settings.nodes,
+            gang_sizes=settings.gang_sizes,
         )
+        self.max_clock_skew_s = settings.max_clock_skew_s
         self.store = AcceptedStore(settings.state_dir / "ingest.sqlite3")
         bus.consume(INGEST_QUEUE, self.handle)
 
@@ -88,8 +92,7 @@ class Ingest:
     ) -> tasks_pb2.TaskAccepted:
         filled = tasks_pb2.TaskSubmission()
         filled.CopyFrom(submission)
-        if not filled.HasField("submitted_at"):
-            filled.submitted_at.CopyFrom(timestamp(accepted_at))
+        filled.submitted_at.CopyFrom(timestamp(self._submitted_at(submission, accepted_at)))
         return tasks_pb2.TaskAccepted(
             task_id=submission.task_id,
             submission=filled,
@@ -97,6 +100,16 @@ class Ingest:
             duplicate=duplicate,
             correlation_id=submission.correlation_id,
         )
+
+    def _submitted_at(self, submission: tasks_pb2.TaskSubmission, accepted_at: float) -> float:
+        """The client's clock is not trusted: its submitted_at is clamped to [accepted_at - skew,
+        accepted_at], our own acceptance time bounding it (not the broker's, which stamps no time). An
+        honest client's time in the submissions queue is kept up to the skew; a clock far off can no
+        longer make response times negative or huge, nor move the deadline it is the origin of."""
+        if not submission.HasField("submitted_at"):
+            return accepted_at
+        claimed = epoch_s(submission.submitted_at)
+        return min(max(claimed, accepted_at - self.max_clock_skew_s), accepted_at)
 
     def _acknowledge(self, submission: tasks_pb2.TaskSubmission, accepted_at: float, duplicate: bool) -> None:
         accepted = self._accepted(submission, accepted_at, duplicate)
@@ -110,4 +123,4 @@ class Ingest:
             correlation_id=correlation_id,
         )
         log.info("rejected", task_id=task_id, errors=[f"{p.field}: {p.reason}" for p in problems])
-        publish_client_event(self.bus, "rejected", rejected, reply_to, correlation_id)
+        publish_client_event(self.bus, "rejected", rejected, client_reply_to(reply_to), correlation_id)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eat.v1 import tasks_pb2
+from services.common.events import CLIENT_REPLY_QUEUE_TEXT, is_client_reply_queue
 
 TASK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-REPLY_TO = re.compile(r"[A-Za-z0-9._:-]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Limits:
     max_steps: int
     max_prompt_chars: int
     max_deadline_s: float
+    nodes: int = 4  # servers in the cluster: no gang can be larger
+    gang_sizes: tuple[int, ...] = (1, 2, 4, 8)  # gang sizes the timing profile has times for
 
 
 def validate(submission: tasks_pb2.TaskSubmission, limits: Limits) -> list[FieldProblem]:
@@ -45,12 +47,22 @@ def validate(submission: tasks_pb2.TaskSubmission, limits: Limits) -> list[Field
         bad("prompt", f"must be at most {limits.max_prompt_chars} characters, got {len(prompt)}")
     if submission.model not in limits.models:
         bad("model", f"unknown model {submission.model!r}; known: {', '.join(limits.models)}")
-    if not 1 <= submission.patches <= limits.max_patches:
-        bad("patches", f"must be in [1, {limits.max_patches}], got {submission.patches}")
-    if submission.reply_to and not REPLY_TO.fullmatch(submission.reply_to):
-        bad("reply_to", "must be a queue name of [A-Za-z0-9._:-]")
+    _validate_patches(submission.patches, limits, bad)
+    if submission.reply_to and not is_client_reply_queue(submission.reply_to):
+        bad("reply_to", f"must be {CLIENT_REPLY_QUEUE_TEXT}, got {submission.reply_to[:64]!r}")
     _validate_qos(submission, limits, bad)
     return problems
+
+
+def _validate_patches(patches: int, limits: Limits, bad: Callable[[str, str], None]) -> None:
+    """A gang the cluster can never form would only wait and fail later: refuse it now."""
+    if not 1 <= patches <= limits.max_patches:
+        bad("patches", f"must be in [1, {limits.max_patches}], got {patches}")
+    elif patches > limits.nodes:
+        bad("patches", f"needs {patches} servers, the cluster has {limits.nodes}")
+    elif patches not in limits.gang_sizes:
+        sizes = ", ".join(map(str, limits.gang_sizes))
+        bad("patches", f"must be a gang size of the timing profile ({sizes}), got {patches}")
 
 
 def _validate_qos(

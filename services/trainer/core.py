@@ -53,6 +53,7 @@ from policy_models.obs import OBS_SPEC_VERSION, Observation, ObservationSpec
 from policy_models.policies import make_policy
 from policy_models.policies.base import Policy
 from policy_models.policies.learned import LearnedPolicy
+from policy_models.reward import reward_range
 from services.common.domain import Transition  # shared with the protobuf edge; re-exported here
 from services.trainer import state
 
@@ -60,6 +61,7 @@ CHECKPOINT_PREFIX = "checkpoint:"
 CHECKPOINT_KIND = "eat-serve/sac-agent"  # what `eat train` writes too: an agent with all its modules
 STATE_KIND = "eat-serve/online-trainer"
 RECENT_KEYS = 10_000  # transition keys remembered to drop redelivered duplicates
+REWARD_MARGIN = 0.5  # of the reward's range, on each side (see OnlineTrainer.reward_bounds)
 
 
 class InvalidTransition(ValueError):
@@ -307,6 +309,11 @@ class OnlineTrainer:
             )
         if not (np.all(np.isfinite(action)) and math.isfinite(transition.reward)):
             raise InvalidTransition("action and reward must be finite")
+        lo, hi = self.reward_bounds
+        if not lo <= transition.reward <= hi:
+            raise InvalidTransition(
+                f"reward {transition.reward:g} outside [{lo:g}, {hi:g}], the reward's range with a margin"
+            )
         for snapshot in (transition.observation, transition.next_observation):
             self._check_queue(snapshot)
         return np.clip(action, -1.0, 1.0)  # as the simulator and the critics read actions
@@ -326,6 +333,15 @@ class OnlineTrainer:
         is a snapshot of this one); None for the other algorithms."""
         prior = self.agent.prior
         return (None, None) if prior is None else (prior.prior(obs), prior.prior(next_obs))
+
+    @property
+    def reward_bounds(self) -> tuple[float, float]:
+        """The rewards a live transition may carry: the reward function's range widened by half its
+        width (rounding, a quality a little outside the CLIP scale); anything else is forged or broken
+        and would swamp the critic's targets."""
+        lo, hi = reward_range(self.config.sim.reward)
+        margin = REWARD_MARGIN * (hi - lo)
+        return lo - margin, hi + margin
 
     # ----- updates ---------------------------------------------------------------------------------
     @property

@@ -96,3 +96,23 @@ def test_bench_sim_writes_the_report_shape(tmp_path: Path, capsys: pytest.Captur
         assert r["nodes"] == 4 and r["decisions_per_s"] > 0
         assert r["us_per_decision"] == pytest.approx(1e6 / r["decisions_per_s"])
     assert results[0]["speedup_vs_single"] == 1.0
+
+
+def test_status_prints_names_from_the_wire_without_their_control_characters(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from policy_models.live import ServerInfo, Snapshot, TaskInfo
+    from services.stack_cli import print_status, printable
+
+    clear = "\x1b[2J\x1b[H"
+    snapshot = Snapshot(
+        now_s=0.0,
+        servers=(ServerInfo(f"edge{clear}0", True, 0.0, (f"sd\x9b{clear}",), 1.0),),
+        queue=(TaskInfo("t\u202e1", 1.0, 1, "sd-a"),),
+        total_queued=1,
+    )
+    print_status(snapshot, {f"queued{clear}": 1})
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x9b" not in out and "\u202e" not in out
+    assert "edge\\x1b[2J\\x1b[H0" in out and "t\\u202e1" in out
+    assert printable("failed:\nmessage: \x07", keep_newlines=True) == "failed:\nmessage: \\x07"

@@ -6,6 +6,7 @@ import pytest
 
 from policy_models.live import Decision, LiveScheduler, ModelCatalog, live_config
 from policy_models.policies import make_policy
+from policy_models.profiles import get_profile
 from services.aggregator.core import (
     AggregatorCore,
     CoreConfig,
@@ -13,6 +14,7 @@ from services.aggregator.core import (
     TaskDone,
     TaskFailedOut,
     Transition,
+    attempt_bound_s,
 )
 from services.common.domain import (
     AttemptResult,
@@ -255,3 +257,36 @@ def test_an_ended_task_leaves_memory_once_handed_to_the_journal() -> None:
     core.attempt_result(AttemptResult("t1", 1, True, simulated=True), 3.0)
     assert core.quality(QualityResult("t1", 1, 0.3, simulated=True), 3.0)
     assert not [e for e in core.take_effects() if isinstance(e, TaskDone)] and not list(core.take_dirty())
+
+
+def test_a_decision_outside_the_step_range_is_refused() -> None:
+    core = make_core()
+    up(core)
+    core.accept(task("t1"), 0.0)
+    snapshot = core.snapshot(1.0)
+    # 2^32 - 1 steps would keep the gang busy for ~1.35e9 s on the reference profile.
+    assert not core.apply(snapshot, Decision(True, "t1", 2**32 - 1, 0, (1.0, 0.0)), 3, 1.0)
+    assert not core.apply(core.snapshot(1.0), Decision(True, "t1", 0, 0, (1.0, 0.0)), 3, 1.0)
+    assert not [e for e in core.take_effects() if isinstance(e, DispatchGang)]
+    assert list(core.queue) == ["t1"] and all(e.schedulable for e in core.executors.values())
+    launch(core, "t1", steps=32)  # the task still starts on a decision within the range
+
+
+def test_claimed_attempt_times_are_capped_at_the_profiles_bound() -> None:
+    bound = attempt_bound_s(get_profile("reference"), 32)
+    assert bound == pytest.approx(10 * (32.0 + 32 * 0.315))
+    core = make_core()
+    up(core)
+    for seq, claimed in enumerate((1.35e9, float("inf"), float("nan"), -5.0), start=2):
+        core.executor_report(report("e0", seq, ExecState.BUSY, remaining_s=claimed), 1.0)
+        remaining = next(s.remaining_s for s in core.snapshot(1.0).servers if s.server_id == "e0")
+        assert remaining == (0.0 if claimed < 0 else bound)
+    core.accept(task("t1", patches=1), 0.0)
+    launch(core, "t1")
+    forged = AttemptResult("t1", 1, True, init_s=-1e30, run_s=1e30, simulated=True)
+    core.attempt_result(forged, 2.0)
+    result = core.tasks["t1"].result
+    assert result is not None and (result.init_s, result.run_s) == (0.0, bound)
+    core.quality(QualityResult("t1", 1, 0.25, simulated=True), 3.0)
+    (done,) = [e for e in core.take_effects() if isinstance(e, TaskDone)]
+    assert 0.0 <= core._reward(done.record, result, 0.25) <= 20.0

@@ -51,3 +51,36 @@ def test_qos_fields_are_checked() -> None:
     crossed.qos.CopyFrom(common_pb2.Qos(min_steps=20, max_steps=10))
     (problem,) = validate(crossed, LIMITS)
     assert problem.field == "qos.max_steps" and "qos.min_steps (20)" in problem.reason
+
+
+def test_a_gang_the_cluster_cannot_form_is_refused() -> None:
+    odd = good()
+    odd.patches = 3  # no gang size of the timing profile: it would fail after every attempt
+    (problem,) = validate(odd, LIMITS)
+    assert problem.field == "patches" and problem.reason == (
+        "must be a gang size of the timing profile (1, 2, 4, 8), got 3"
+    )
+    too_big = good()
+    too_big.patches = 8  # a gang size, but the cluster has 4 servers: it would wait and fail
+    (problem,) = validate(too_big, LIMITS)
+    assert problem.field == "patches" and problem.reason == "needs 8 servers, the cluster has 4"
+
+
+def test_reply_to_must_be_a_client_reply_queue() -> None:
+    for internal in ("eat.aggregator.tasks", "eat.executor.edge-0", "amq.rabbitmq.reply-to", "amq.gen-"):
+        forged = good()
+        forged.reply_to = internal
+        (problem,) = validate(forged, LIMITS)
+        assert problem.field == "reply_to" and "client reply queue" in problem.reason
+    client = good()
+    client.reply_to = "amq.gen-JzTY20BRgKO-HjmUJj0wLg"
+    assert validate(client, LIMITS) == []
+
+
+def test_no_queue_of_the_topology_passes_for_a_client_reply_queue() -> None:
+    from services.common import topology
+    from services.common.events import is_client_reply_queue
+
+    names = [q.name for q in vars(topology).values() if isinstance(q, topology.Queue)]
+    assert names and not any(is_client_reply_queue(name) for name in names)
+    assert not is_client_reply_queue(topology.executor_queue("amq.gen-x").name)

@@ -87,6 +87,9 @@ def test_a_terminal_transition_is_stored_done(tmp_path: Path) -> None:
         ({"obs_spec_version": OBS_SPEC_VERSION + 1}, "obs_spec_version"),
         ({"action": (0.5,) * (SIM.action_dim - 1)}, "action has"),
         ({"reward": math.nan}, "finite"),
+        ({"reward": 1e30}, r"reward 1e\+30 outside \[-25, 35\]"),
+        ({"reward": -1e30}, "outside"),
+        ({"reward": 36.0}, "outside"),
         (
             {
                 "observation": dataclasses.replace(
@@ -102,6 +105,15 @@ def test_invalid_transitions_are_refused(tmp_path: Path, changes: dict, message:
     with pytest.raises(InvalidTransition, match=message):
         trainer.add_transition(random_transition(np.random.default_rng(3), **changes))
     assert len(trainer.buffer) == 0 and trainer.counters.transitions == 0
+
+
+def test_rewards_across_the_reward_functions_range_are_stored(tmp_path: Path) -> None:
+    trainer = OnlineTrainer.start(tiny_config(tmp_path))
+    assert trainer.reward_bounds == (-25.0, 35.0)  # [-10, 20] widened by half its width
+    for i, reward in enumerate((-10.0, 0.0, 20.0, 34.9)):
+        assert trainer.add_transition(
+            random_transition(np.random.default_rng(i), step_index=i, reward=reward)
+        )
 
 
 def test_a_redelivered_transition_is_stored_once(tmp_path: Path) -> None:
