@@ -5,11 +5,13 @@ against). The package docstring states the model in words.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,18 +112,25 @@ def provisional_measurement() -> dict:
     return {"steps": 20, "points": points}
 
 
-def default_curve() -> AccuracyCurve:
-    """The measured curve when its file exists, else the provisional shape."""
+@functools.cache
+def shipped_measurement() -> Mapping[str, Any]:
+    """The measurement the scheduler prices with: the shipped file (`eat bench hybrid --save-curve`
+    writes it) when it exists, else the provisional shape. Read once per process: every default
+    instance, policy and the policy server share it."""
     if DEFAULT_CURVE_PATH.exists():
-        return load_accuracy_curve(DEFAULT_CURVE_PATH)
-    return curve_from_measurement(provisional_measurement())
+        return json.loads(DEFAULT_CURVE_PATH.read_text())
+    return provisional_measurement()
 
 
-def measured_speedup(path: Path | str = DEFAULT_CURVE_PATH) -> dict[int, float] | None:
-    """The batch-speedup table measured with the curve (`eat bench hybrid` writes both), if any."""
-    if not Path(path).exists():
-        return None
-    table = json.loads(Path(path).read_text()).get("batch_speedup")
+@functools.cache
+def default_curve() -> AccuracyCurve:
+    """The fitted curve of the shipped measurement."""
+    return curve_from_measurement(shipped_measurement())
+
+
+def measured_speedup() -> dict[int, float] | None:
+    """The batch-speedup table measured with the curve, if any."""
+    table = shipped_measurement().get("batch_speedup")
     return {int(k): float(v) for k, v in table.items()} if table else None
 
 

@@ -12,7 +12,6 @@ accuracy curve of the measured split curve, refitted for the round's step count.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections import Counter
@@ -24,14 +23,13 @@ from typing import Any
 import numpy as np
 
 from policy_models.offload.model import (
-    DEFAULT_CURVE_PATH,
     Assignment,
     Batch,
     Instance,
     OffloadConfig,
     default_config,
     fit_accuracy_curve,
-    provisional_measurement,
+    shipped_measurement,
     validate,
 )
 from policy_models.offload.net import WEIGHTS_DIR
@@ -201,12 +199,6 @@ class OffloadDecision:
     decided_at: float  # epoch seconds
 
 
-def measured_split_curve(path: Path = DEFAULT_CURVE_PATH) -> dict[str, Any]:
-    """The split-curve measurement the policies price accuracy with; the provisional shape until it is
-    measured (as `model.default_curve`)."""
-    return json.loads(path.read_text()) if path.exists() else provisional_measurement()
-
-
 def accuracy_for_steps(measurement: Mapping[str, Any], steps: int) -> np.ndarray:
     """a(s), s = 0..steps, fitted to a measurement taken at its own step count. Splits are rescaled by
     steps / measured steps: what the personal model keeps depends on the share of the denoising done
@@ -251,7 +243,7 @@ class OffloadPlanner:
         versions = {name: weights_version(name, weights_dir) for name in POLICY_NAMES}
         if default_policy not in policies:
             raise KeyError(f"unknown offloading policy {default_policy!r}")
-        measurement = measured_split_curve()
+        measurement = shipped_measurement()
         return cls(policies, versions, default_policy, measurement, default_config())
 
     def decide(self, offload_round: OffloadRound) -> OffloadDecision:

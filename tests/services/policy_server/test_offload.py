@@ -18,7 +18,14 @@ from prometheus_client import REGISTRY
 from eat.v1 import policy_service_pb2 as pb
 from eat.v1 import policy_service_pb2_grpc
 from policy_models.offload import policies as offload_policies
-from policy_models.offload.model import Assignment, Instance, default_curve, make_instance, validate
+from policy_models.offload.model import (
+    Assignment,
+    Instance,
+    default_curve,
+    make_instance,
+    shipped_measurement,
+    validate,
+)
 from policy_models.offload.policies import NETWORK_POLICIES, POLICY_NAMES, make_policy
 from services.policy_server import offload_core
 from services.policy_server.client import PolicyClient, PolicyUnavailable
@@ -29,7 +36,6 @@ from services.policy_server.offload_core import (
     OffloadRound,
     RoundPlan,
     accuracy_for_steps,
-    measured_split_curve,
     plan_of,
 )
 from services.policy_server.server import RunningServer, start_in_thread
@@ -308,12 +314,12 @@ def test_rounds_and_plans_survive_the_wire() -> None:
 
 def test_the_curve_at_the_measured_step_count_is_the_policies_own() -> None:
     measured = default_curve()
-    assert np.array_equal(accuracy_for_steps(measured_split_curve(), measured.steps), measured.array())
+    assert np.array_equal(accuracy_for_steps(shipped_measurement(), measured.steps), measured.array())
 
 
 def test_a_curve_refitted_for_more_steps_keeps_its_shape() -> None:
     measured = default_curve().array()
-    doubled = accuracy_for_steps(measured_split_curve(), 2 * (len(measured) - 1))
+    doubled = accuracy_for_steps(shipped_measurement(), 2 * (len(measured) - 1))
     assert len(doubled) == 2 * len(measured) - 1
     assert np.all(np.diff(doubled) <= 1e-12) and np.all(
         np.diff(doubled, 2) <= 1e-9
